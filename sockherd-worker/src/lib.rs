@@ -1,0 +1,333 @@
+//! Be a sockherd worker.
+//!
+//! A sockherd manager accepts connections on the app's listening sockets and
+//! hands each one to a worker over the worker's channel (fd 3,
+//! `SOCKHERD_CHANNEL_FD`). This crate is the worker's side of that channel for
+//! tokio servers: [`Listener::from_env`] takes the channel, and
+//! [`Listener::accept`] yields each connection as a tokio [`TcpStream`] or
+//! [`UnixStream`], much as `tokio::net::TcpListener::accept` would.
+//!
+//! The lifecycle, as the manager sees it:
+//! 1. the worker starts, sets itself up, then calls [`Listener::ready`]: only
+//!    now does it receive connections;
+//! 2. it serves what [`Listener::accept`] yields, and may call
+//!    [`Listener::heartbeat`] to prove it is alive;
+//! 3. when the manager wants it gone (reload, scale down, stop), it stops
+//!    sending connections and sends a shutdown request: [`Listener::accept`]
+//!    then returns the connections handed over before it, followed by `None`,
+//!    and [`Listener::shutdown_requested`] resolves. The worker finishes its
+//!    in-flight requests and exits 0 — within the manager's kill timeout;
+//! 4. a worker that decides to go on its own calls [`Listener::stopping`]
+//!    first, so its replacement starts at once.
+//!
+//! ```no_run
+//! # async fn serve() -> std::io::Result<()> {
+//! let listener = sockherd_worker::Listener::from_env()?;
+//! listener.ready()?;
+//! while let Some(conn) = listener.accept().await? {
+//!     tokio::spawn(async move { /* serve conn.stream */ drop(conn) });
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The wire protocol is in the sockherd repository's `docs/protocol.md`.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use nix::cmsg_space;
+use nix::sys::socket::{
+    getsockname, recvmsg, sendmsg, AddressFamily, ControlMessageOwned, MsgFlags, SockaddrLike,
+    SockaddrStorage, UnixAddr,
+};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinHandle;
+
+/// The protocol version this crate speaks (`SOCKHERD_PROTOCOL`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest message on the channel.
+const MAX_MESSAGE: usize = 4096;
+
+/// Connections read from the channel but not yet accepted. Small on purpose:
+/// while it is full the channel fills, and the manager sends new connections
+/// to other workers.
+const QUEUE: usize = 16;
+
+/// One connection handed over by the manager.
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: Stream,
+    /// The name of the listening socket it arrived on (`FileDescriptorName=`
+    /// in the `.socket` unit, or `NAME=` of `--listen`).
+    pub socket: String,
+}
+
+/// A connected socket: TCP or Unix, as the listening socket was.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// The worker's end of its channel to the manager.
+pub struct Listener {
+    /// The channel, for messages to the manager.
+    channel: std::sync::Arc<AsyncFd<OwnedFd>>,
+    /// Connections read by the reader task, in the order they were sent.
+    incoming: Mutex<mpsc::Receiver<io::Result<Connection>>>,
+    /// Turns true when the manager asks us to shut down.
+    shutdown: watch::Receiver<bool>,
+    /// Reads the channel; stopped when the listener is dropped.
+    reader: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Takes the channel named by `SOCKHERD_CHANNEL_FD`. Must be called inside
+    /// a tokio runtime; call it once.
+    pub fn from_env() -> io::Result<Listener> {
+        let fd: RawFd = std::env::var("SOCKHERD_CHANNEL_FD")
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "SOCKHERD_CHANNEL_FD is not set: run this program under `sockherd serve`",
+                )
+            })?
+            .parse()
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "SOCKHERD_CHANNEL_FD is not a number",
+                )
+            })?;
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("SOCKHERD_CHANNEL_FD={fd} is not an open descriptor"),
+            ));
+        }
+        // SAFETY: the manager gave this descriptor to us alone; it was just
+        // checked to be open, and from here on the listener owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        // SAFETY: the AsyncFd owns the fd, so it stays open while registered.
+        let channel =
+            std::sync::Arc::new(unsafe { AsyncFd::register(owned) }.map_err(io::Error::from)?);
+        let (conn_tx, conn_rx) = mpsc::channel(QUEUE);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let reader = tokio::spawn(read_channel(
+            std::sync::Arc::clone(&channel),
+            conn_tx,
+            shutdown_tx,
+        ));
+        Ok(Listener {
+            channel,
+            incoming: Mutex::new(conn_rx),
+            shutdown: shutdown_rx,
+            reader,
+        })
+    }
+
+    /// The next connection; `None` once the manager asked us to shut down and
+    /// every connection handed over before that has been returned.
+    pub async fn accept(&self) -> io::Result<Option<Connection>> {
+        self.incoming.lock().await.recv().await.transpose()
+    }
+
+    /// Resolves once the manager has asked this worker to shut down.
+    pub async fn shutdown_requested(&self) {
+        let mut shutdown = self.shutdown.clone();
+        let _ = shutdown.wait_for(|asked| *asked).await;
+    }
+
+    /// Whether the manager has asked this worker to shut down.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Tells the manager this worker accepts connections now.
+    pub fn ready(&self) -> io::Result<()> {
+        self.notify("READY=1")
+    }
+
+    /// Tells the manager this worker is alive (see `--heartbeat-timeout`).
+    pub fn heartbeat(&self) -> io::Result<()> {
+        self.notify("WATCHDOG=1")
+    }
+
+    /// Tells the manager this worker is about to exit on its own; it stops
+    /// getting connections and its replacement is started now.
+    pub fn stopping(&self) -> io::Result<()> {
+        self.notify("STOPPING=1")
+    }
+
+    /// Sends raw `KEY=VALUE` lines, `sd_notify` style (e.g. `STATUS=warming up`).
+    pub fn notify(&self, message: &str) -> io::Result<()> {
+        let iov = [IoSlice::new(message.as_bytes())];
+        sendmsg::<UnixAddr>(
+            self.channel.get_ref().as_raw_fd(),
+            &iov,
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// The worker id the manager gave us (`SOCKHERD_WORKER_ID`), if any.
+pub fn worker_id() -> Option<u32> {
+    std::env::var("SOCKHERD_WORKER_ID").ok()?.parse().ok()
+}
+
+enum Received {
+    Conn(String, OwnedFd),
+    Shutdown,
+    Other,
+    Closed,
+}
+
+async fn read_channel(
+    channel: std::sync::Arc<AsyncFd<OwnedFd>>,
+    conns: mpsc::Sender<io::Result<Connection>>,
+    shutdown: watch::Sender<bool>,
+) {
+    loop {
+        let received = match channel.readable().await {
+            Ok(mut guard) => match guard.try_io(|fd| receive(fd.get_ref().as_raw_fd())) {
+                Ok(result) => result,
+                Err(_would_block) => continue,
+            },
+            Err(e) => Err(e),
+        };
+        match received {
+            Ok(Received::Conn(socket, fd)) => {
+                let conn = into_stream(fd).map(|stream| Connection { stream, socket });
+                if conns.send(conn).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Received::Other) => {}
+            // The manager is gone or wants us gone: no more connections will come.
+            Ok(Received::Shutdown) | Ok(Received::Closed) => {
+                let _ = shutdown.send(true);
+                return;
+            }
+            Err(e) => {
+                let _ = conns.send(Err(e)).await;
+                let _ = shutdown.send(true);
+                return;
+            }
+        }
+    }
+}
+
+fn receive(fd: RawFd) -> io::Result<Received> {
+    let mut buf = [0u8; MAX_MESSAGE];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = cmsg_space!([RawFd; 4]);
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+    let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut space), flags)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: the kernel just installed these fds for this process.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let len = msg.bytes;
+    if len == 0 {
+        return Ok(Received::Closed);
+    }
+    let text = String::from_utf8_lossy(&buf[..len]);
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("CONN", name)) => {
+                if let Some(fd) = fds.pop() {
+                    return Ok(Received::Conn(name.to_owned(), fd));
+                }
+            }
+            Some(("SHUTDOWN", "1")) => return Ok(Received::Shutdown),
+            _ => {}
+        }
+    }
+    Ok(Received::Other)
+}
+
+fn into_stream(fd: OwnedFd) -> io::Result<Stream> {
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd())?;
+    match addr.family() {
+        Some(AddressFamily::Unix) => {
+            let std = std::os::unix::net::UnixStream::from(fd);
+            std.set_nonblocking(true)?;
+            Ok(Stream::Unix(UnixStream::from_std(std)?))
+        }
+        _ => {
+            let std = std::net::TcpStream::from(fd);
+            std.set_nonblocking(true)?;
+            Ok(Stream::Tcp(TcpStream::from_std(std)?))
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

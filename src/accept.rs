@@ -1,0 +1,128 @@
+//! The accept loop: one task per listening socket, from `accept()` to dispatch.
+//!
+//! Each loop accepts as many connections as the kernel has queued, hands each to
+//! the [`Dispatcher`], and closes its own copy. Accepted sockets are
+//! close-on-exec (no worker inherits another's connection by accident) and
+//! blocking: what a worker gets is what its own `accept()` would have given it.
+//!
+//! Backpressure lives here. When no worker is ready, the loop holds the one
+//! connection it has and stops calling `accept()`: the kernel's backlog (or
+//! systemd's, for an activated socket) holds the rest, and nothing is refused
+//! while the queue has room. It resumes as soon as a worker joins the ring.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{accept4, SockFlag};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+use tokio::time::sleep;
+
+use crate::dispatch::{Dispatcher, Stall};
+use crate::listener::Listener;
+
+/// Connections accepted in one go before yielding to other tasks, so a busy
+/// socket cannot starve the pool's event handling.
+const BATCH: usize = 64;
+
+/// How long to back off when the process or system is out of descriptors or memory.
+const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// When every ready worker's channel is full, how often to try again
+/// (a worker joining the ring also wakes us).
+const BUSY_RETRY: Duration = Duration::from_millis(2);
+
+/// Runs until `stop` turns true. The listening socket is never shut down; it is
+/// only closed when the manager is done with it (systemd keeps its own copy).
+pub async fn run(
+    listener: Rc<Listener>,
+    dispatcher: Rc<Dispatcher>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        listener.fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    // SAFETY: `listener` owns the fd and outlives `fd`, which is dropped first
+    // when this function returns.
+    let fd = unsafe { AsyncFd::register(listener.fd.as_raw_fd()) }.map_err(std::io::Error::from)?;
+    let message = format!("CONN={}", listener.name).into_bytes();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return Ok(()),
+            guard = fd.readable() => {
+                let mut guard = guard?;
+                for _ in 0..BATCH {
+                    match accept4(listener.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                        Ok(raw) => {
+                            // SAFETY: accept4 just returned this fd; nothing else owns it.
+                            let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+                            if !hand_over(conn, &message, &dispatcher, &mut stop).await {
+                                return Ok(());
+                            }
+                        }
+                        Err(Errno::EAGAIN) => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        // The client gave up while queued, or a signal: next one.
+                        Err(Errno::ECONNABORTED | Errno::EPROTO | Errno::EINTR) => {}
+                        Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                            tracing::warn!(
+                                event = "accept-backoff",
+                                socket = %listener.local,
+                                "cannot accept on {}: {}; pausing {} ms",
+                                listener.local, e.desc(), RESOURCE_BACKOFF.as_millis()
+                            );
+                            sleep(RESOURCE_BACKOFF).await;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(socket = %listener.local, "accept on {} failed: {}", listener.local, e.desc());
+                            sleep(RESOURCE_BACKOFF).await;
+                            break;
+                        }
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Delivers one accepted connection, waiting (without accepting more) until a
+/// worker can take it. Returns false if the manager is stopping meanwhile; the
+/// connection is then closed, which the client sees as a reset.
+async fn hand_over(
+    conn: OwnedFd,
+    message: &[u8],
+    dispatcher: &Dispatcher,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut conn = conn;
+    loop {
+        match dispatcher.dispatch(conn, message) {
+            Ok(()) => return true,
+            Err((back, stall)) => {
+                conn = back;
+                let wait = async {
+                    match stall {
+                        Stall::NoneReady => dispatcher.joined().await,
+                        Stall::AllBusy => tokio::select! {
+                            _ = dispatcher.joined() => {}
+                            _ = sleep(BUSY_RETRY) => {}
+                        },
+                    }
+                };
+                tokio::select! {
+                    _ = stop.changed() => return false,
+                    _ = wait => {}
+                }
+            }
+        }
+    }
+}

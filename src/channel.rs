@@ -1,0 +1,247 @@
+//! The channel between the manager and one worker, and the native protocol on it.
+//!
+//! Each worker gets one end of an `AF_UNIX`/`SOCK_SEQPACKET` socketpair as fd 3
+//! (`SOCKHERD_CHANNEL_FD`). Seqpacket keeps message boundaries and is reliable
+//! and ordered, so a message is one datagram and needs no framing. Messages are
+//! `sd_notify`-style `KEY=VALUE` lines, so a worker in any language can speak
+//! it with the socket calls it already has; `docs/protocol.md` is the spec.
+//!
+//! Manager → worker: `CONN=<socket name>` with the connection's fd attached
+//! (`SCM_RIGHTS`), and `SHUTDOWN=1`. Worker → manager: `READY=1`, `STOPPING=1`,
+//! `WATCHDOG=1` (heartbeat) and `STATUS=…`; other well-formed keys are ignored so
+//! the protocol can grow. Anything else is garbage and costs the worker its life.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::cmsg_space;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType, UnixAddr,
+};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// The version of the protocol described in `docs/protocol.md`, given to
+/// workers as `SOCKHERD_PROTOCOL`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest message either side may send. A worker that sends a larger one
+/// is misbehaving; we read one byte more than this to notice.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// Creates a channel: the manager's end (non-blocking) and the worker's end.
+/// Both are close-on-exec; the spawner moves the worker's end to fd 3 in the child.
+pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (manager, worker) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    nix::fcntl::fcntl(
+        manager.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok((manager, worker))
+}
+
+/// What a worker told us in one message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notice {
+    /// `READY=1`: it accepts connections now.
+    pub ready: bool,
+    /// `STOPPING=1`: it is going away on its own; start its replacement now.
+    pub stopping: bool,
+    /// `WATCHDOG=1`: it is alive.
+    pub heartbeat: bool,
+    /// `STATUS=…`: a line of its own state, for logs.
+    pub status: Option<String>,
+}
+
+/// Why a worker's message was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Garbage(pub String);
+
+/// Parses one message from a worker. Pure, so fuzzers and tests can drive it.
+pub fn parse_notice(bytes: &[u8]) -> Result<Notice, Garbage> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(Garbage(format!("message of more than {MAX_MESSAGE} bytes")));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| Garbage("message is not UTF-8".into()))?;
+    let mut notice = Notice::default();
+    for line in text.split('\n').filter(|l| !l.is_empty()) {
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(Garbage(format!("line without '=': {:?}", truncated(line))));
+        };
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(Garbage(format!("invalid key: {:?}", truncated(key))));
+        }
+        match (key, value) {
+            ("READY", "1") => notice.ready = true,
+            ("STOPPING", "1") => notice.stopping = true,
+            ("WATCHDOG", "1") => notice.heartbeat = true,
+            ("STATUS", status) => notice.status = Some(status.to_owned()),
+            _ => {}
+        }
+    }
+    Ok(notice)
+}
+
+fn truncated(s: &str) -> &str {
+    let end = s.char_indices().nth(64).map_or(s.len(), |(i, _)| i);
+    &s[..end]
+}
+
+/// The result of offering a connection to a worker without waiting.
+#[derive(Debug)]
+pub enum SendError {
+    /// Its queue is full: it is slow, not gone. Try another worker.
+    WouldBlock,
+    /// The worker's end is closed: it died or is dying.
+    Gone(Errno),
+}
+
+/// The manager's end of one worker's channel.
+#[derive(Debug)]
+pub struct Channel {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Channel {
+    pub fn new(fd: OwnedFd) -> io::Result<Channel> {
+        Ok(Channel {
+            // SAFETY: the AsyncFd owns the fd, so it stays open while registered.
+            fd: unsafe {
+                AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+            }
+            .map_err(io::Error::from)?,
+        })
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.get_ref().as_raw_fd()
+    }
+
+    /// Hands a connection over: one datagram naming the listening socket, with
+    /// the connection's fd attached. Never waits. The caller keeps (and closes)
+    /// its own copy of the fd either way.
+    pub fn try_send_conn(&self, conn: BorrowedFd<'_>, message: &[u8]) -> Result<(), SendError> {
+        let fds = [conn.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        self.try_send_with(message, &cmsg)
+    }
+
+    /// Sends a control message (`SHUTDOWN=1`) without waiting.
+    pub fn try_send(&self, message: &[u8]) -> Result<(), SendError> {
+        self.try_send_with(message, &[])
+    }
+
+    fn try_send_with(&self, message: &[u8], cmsg: &[ControlMessage<'_>]) -> Result<(), SendError> {
+        let iov = [IoSlice::new(message)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        match sendmsg::<UnixAddr>(self.raw_fd(), &iov, cmsg, flags, None) {
+            Ok(_) => Ok(()),
+            Err(Errno::EAGAIN) => Err(SendError::WouldBlock),
+            Err(e) => Err(SendError::Gone(e)),
+        }
+    }
+
+    /// Waits until the channel can take another message.
+    pub async fn writable(&self) -> io::Result<()> {
+        let mut guard = self.fd.writable().await?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Receives the next message from the worker. `Ok(None)` when the worker
+    /// closed its end (it exited). Descriptors a worker sends are closed.
+    pub async fn recv(&self) -> io::Result<Option<Result<Notice, Garbage>>> {
+        let mut buf = [0u8; MAX_MESSAGE + 1];
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| recv_datagram(fd.get_ref().as_raw_fd(), &mut buf)) {
+                Ok(Ok(Datagram::Closed)) => return Ok(None),
+                Ok(Ok(Datagram::Truncated)) => {
+                    return Ok(Some(Err(Garbage(format!(
+                        "message of more than {MAX_MESSAGE} bytes"
+                    )))))
+                }
+                Ok(Ok(Datagram::Message { len, had_fds })) => {
+                    if had_fds {
+                        return Ok(Some(Err(Garbage("worker sent file descriptors".into()))));
+                    }
+                    return Ok(Some(parse_notice(&buf[..len])));
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+enum Datagram {
+    Closed,
+    Truncated,
+    Message { len: usize, had_fds: bool },
+}
+
+fn recv_datagram(fd: RawFd, buf: &mut [u8]) -> io::Result<Datagram> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = cmsg_space!([RawFd; 8]);
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+    let msg =
+        recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut space), flags).map_err(io::Error::from)?;
+    let mut had_fds = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            had_fds = true;
+            for fd in fds {
+                // SAFETY: the kernel just installed these fds for us; we own
+                // them and close them at once.
+                drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            }
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+        return Ok(Datagram::Truncated);
+    }
+    match msg.bytes {
+        0 => Ok(Datagram::Closed),
+        len => Ok(Datagram::Message { len, had_fds }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_notices() {
+        let n = parse_notice(b"READY=1\nSTATUS=warming up").unwrap();
+        assert!(n.ready && !n.stopping && !n.heartbeat);
+        assert_eq!(n.status.as_deref(), Some("warming up"));
+        assert!(parse_notice(b"WATCHDOG=1").unwrap().heartbeat);
+        assert!(parse_notice(b"STOPPING=1\n").unwrap().stopping);
+        assert_eq!(parse_notice(b"FUTURE_KEY=x").unwrap(), Notice::default());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            &b"hello"[..],
+            b"ready=1",
+            b"=1",
+            b"\xff\xfe",
+            &[b'A'; MAX_MESSAGE + 1],
+        ] {
+            assert!(parse_notice(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The command line: `sockherd serve` runs a cluster; the other commands talk to one.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::journal;
+use crate::listener::ListenAddr;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockherd",
+    version,
+    about = "A cluster manager that lives inside systemd"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pool of workers behind the listening sockets.
+    Serve(Serve),
+}
+
+#[derive(Debug, Args)]
+pub struct Serve {
+    /// The app's name: D-Bus name, journal field SOCKHERD_APP, SOCKHERD_APP for workers.
+    /// Defaults to the worker program's file name.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Listen here when systemd passed no sockets: IP:PORT, [IPv6]:PORT or a
+    /// Unix socket path, optionally prefixed with NAME=. Repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<ListenAddr>,
+
+    /// Number of workers; 0 means one per CPU.
+    #[arg(long, short = 'w', default_value_t = 0)]
+    pub workers: u32,
+
+    /// A new worker that has not reported ready within this is killed and restarted.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
+    /// How long a worker may take to finish after being asked to stop, before SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub kill_timeout: Duration,
+
+    /// Crashes of one worker slot within --restart-window after which it gives up.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_restarts: u32,
+
+    /// The sliding window for --max-restarts.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub restart_window: Duration,
+
+    /// Where logs go: the journal when run by systemd, stderr otherwise.
+    #[arg(long, value_enum, default_value_t = journal::Target::Auto)]
+    pub log: journal::Target,
+
+    /// Log debug messages too.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+
+    /// The worker command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 5s, 2m"))?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: unit must be ms, s, m or h"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("invalid duration {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
