@@ -41,6 +41,14 @@ pub struct Serve {
     #[arg(long, short = 'w', default_value_t = 0)]
     pub workers: u32,
 
+    /// `Scale` refuses to go above this many workers.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_workers: u32,
+
+    /// Workers replaced at once during a rolling reload.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub reload_batch: u32,
+
     /// A new worker that has not reported ready within this is killed and restarted.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub ready_timeout: Duration,

@@ -38,6 +38,7 @@ pub mod journal;
 pub mod listener;
 pub mod output;
 pub mod pool;
+pub mod report;
 pub mod serve;
 pub mod shutdown;
 pub mod spawn;

@@ -1,25 +1,31 @@
 //! The pool: the manager's single owner of every worker and slot.
 //!
 //! The pool runs one event loop. Everything that happens to a worker arrives
-//! here as an [`Event`] — a message on its channel, garbage, its channel
+//! here as a [`WorkerEvent`] — a message on its channel, garbage, its channel
 //! closing, its exit — and everything asked of the pool arrives as a
-//! [`Request`] (shutdown now; scale and reload come from D-Bus and signals).
-//! Timers (backoff, ready timeouts, kill timeouts) are derived from the state
-//! each time round the loop rather than kept as separate tasks, so the state
-//! in [`crate::worker`] is the whole truth.
+//! [`Request`] (stop, reload, scale, restart one, status). Timers (backoff,
+//! ready timeouts, kill timeouts) are derived from the state each time round
+//! the loop rather than kept as tasks, so the state in [`crate::worker`] is the
+//! whole truth. After every turn the pool publishes a [`Snapshot`].
+//!
+//! Reload, restart and scale-up are all *replacements*: start a new worker,
+//! wait for `READY=1`, only then take the old one out of the ring and drain it.
+//! If the new one fails to become ready, it is killed and the old one keeps
+//! serving. Scale-down and shutdown drain: out of the ring first, then
+//! `SHUTDOWN=1`, then SIGKILL at the kill timeout.
 //!
 //! The accept loops never go through here: the pool only adds workers to and
 //! removes them from the [`Dispatcher`]'s ring, and dispatch runs on its own.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::process::ExitStatus;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::spawn_local;
 use tokio::time::sleep_until;
 
@@ -28,6 +34,9 @@ use crate::channel::{Channel, Garbage, Notice};
 use crate::dispatch::{Dispatcher, Route};
 use crate::journal::Stream;
 use crate::output;
+use crate::report::{
+    Event, Handle, PoolState, Reply, Request, RequestError, Snapshot, Status, WorkerInfo,
+};
 use crate::spawn::{self, Spec};
 use crate::worker::{Slot, SlotState, State, Worker};
 
@@ -37,30 +46,29 @@ const REAP_GRACE: Duration = Duration::from_secs(2);
 /// The pool's settings, from the command line.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Workers wanted.
+    /// Workers wanted at start.
     pub workers: u32,
+    /// `Scale` refuses more than this.
+    pub max_workers: u32,
     /// A new worker that is not ready within this is killed (and counts as a crash).
     pub ready_timeout: Duration,
     /// How long a draining worker may take before SIGKILL.
     pub kill_timeout: Duration,
     /// The crash-loop limit.
     pub limit: Limit,
+    /// Workers replaced at once in a rolling reload.
+    pub reload_batch: u32,
+    /// The dispatch policy's name, for status.
+    pub policy: String,
 }
 
 /// Something that happened to a worker, reported by the tasks watching it.
 #[derive(Debug)]
-pub enum Event {
+enum WorkerEvent {
     Notice(u64, Notice),
     Garbage(u64, Garbage),
     ChannelClosed(u64),
     Exited(u64, ExitStatus),
-}
-
-/// What can be asked of the pool.
-#[derive(Debug)]
-pub enum Request {
-    /// Drain every worker and stop (SIGTERM, SIGINT).
-    Shutdown,
 }
 
 /// How the pool's run ended.
@@ -72,83 +80,168 @@ pub enum Outcome {
     AllGaveUp,
 }
 
+/// Why a new worker is being started next to an old one.
+enum Purpose {
+    Reload,
+    Restart(Reply<()>),
+}
+
+/// A new worker standing in for slot `id`'s current one once it is ready.
+struct Replacement {
+    id: u32,
+    new: u64,
+    purpose: Purpose,
+}
+
+/// A rolling reload under way.
+struct Reload {
+    /// Slots still to be replaced, in order.
+    queue: VecDeque<u32>,
+    /// The generation being rolled out.
+    generation: u32,
+    reply: Option<Reply<u32>>,
+}
+
+/// A `Scale` call waiting for its outcome.
+struct ScaleWait {
+    /// Scale up: these slots must become ready. Scale down: these workers must exit.
+    slots: Vec<u32>,
+    draining: Vec<u64>,
+    target: u32,
+    reply: Reply<u32>,
+}
+
 pub struct Pool {
     spec: Spec,
     settings: Settings,
-    /// Index = worker id.
+    /// Index = worker id; its length is the target worker count.
     slots: Vec<Slot>,
-    /// Every live worker process, by serial: the one filling each slot, plus
-    /// any draining ones.
+    /// Every live worker process by serial: those filling slots, new ones
+    /// standing in for them, and draining ones.
     workers: BTreeMap<u64, Worker>,
     dispatcher: Rc<Dispatcher>,
     /// Handed to the tasks watching workers.
-    events_tx: mpsc::UnboundedSender<Event>,
-    events: mpsc::UnboundedReceiver<Event>,
+    worker_events_tx: mpsc::UnboundedSender<WorkerEvent>,
+    worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
     /// Workers whose channel broke under dispatch.
     broken: mpsc::UnboundedReceiver<u64>,
+    requests: mpsc::UnboundedReceiver<Request>,
+    snapshot: watch::Sender<Snapshot>,
+    events: broadcast::Sender<Event>,
     next_serial: u64,
     generation: u32,
-    /// Whether every slot has reported ready at least once since start; logged once.
-    announced_ready: Cell<bool>,
+    replacements: Vec<Replacement>,
+    reload: Option<Reload>,
+    scale_waits: Vec<ScaleWait>,
+    /// Set once every slot has been ready; from then on fewer is "degraded".
+    was_running: Cell<bool>,
+    stopping: bool,
 }
 
 impl Pool {
+    /// A pool for `spec`, and the handle through which the rest of the manager
+    /// watches and steers it.
     pub fn new(
         spec: Spec,
         settings: Settings,
         dispatcher: Rc<Dispatcher>,
         broken: mpsc::UnboundedReceiver<u64>,
-    ) -> Pool {
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let slots = (0..settings.workers)
-            .map(|id| Slot {
-                id,
-                state: SlotState::Backoff {
-                    until: Instant::now(),
-                },
-                history: Default::default(),
-            })
-            .collect();
-        Pool {
+    ) -> (Pool, Handle) {
+        let (worker_events_tx, worker_events) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(256);
+        let now = Instant::now();
+        let slots = (0..settings.workers).map(|id| Slot::new(id, now)).collect();
+        let (snapshot, snapshot_rx) = watch::channel(Snapshot {
+            app: spec.app.clone(),
+            target: settings.workers,
+            ready: 0,
+            state: PoolState::Starting,
+            restarts: 0,
+            generation: 1,
+            gave_up: Vec::new(),
+            policy: settings.policy.clone(),
+        });
+        let handle = Handle {
+            requests: requests_tx,
+            snapshot: snapshot_rx,
+            events: events.clone(),
+        };
+        let pool = Pool {
             spec,
             settings,
             slots,
             workers: BTreeMap::new(),
             dispatcher,
-            events_tx,
-            events,
+            worker_events_tx,
+            worker_events,
             broken,
+            requests,
+            snapshot,
+            events,
             next_serial: 1,
             generation: 1,
-            announced_ready: Cell::new(false),
-        }
+            replacements: Vec::new(),
+            reload: None,
+            scale_waits: Vec::new(),
+            was_running: Cell::new(false),
+            stopping: false,
+        };
+        (pool, handle)
     }
 
-    /// Runs the pool until shutdown is requested (then drains) or every slot gives up.
-    /// Accept loops stop when `stop_accepting` turns true, first thing in a shutdown.
-    pub async fn run(
-        mut self,
-        mut requests: mpsc::UnboundedReceiver<Request>,
-        stop_accepting: watch::Sender<bool>,
-    ) -> Outcome {
+    /// Runs the pool until shutdown is requested (then drains) or every slot
+    /// gives up. Accept loops stop when `stop_accepting` turns true, first
+    /// thing in a shutdown.
+    pub async fn run(mut self, stop_accepting: watch::Sender<bool>) -> Outcome {
         let outcome = loop {
             self.on_timers();
+            self.publish();
             if !self.slots.is_empty() && self.slots.iter().all(|s| s.state == SlotState::GaveUp) {
                 break Outcome::AllGaveUp;
             }
             let wake = self.next_deadline();
             tokio::select! {
-                Some(event) = self.events.recv() => self.on_event(event),
-                Some(serial) = self.broken.recv() => self.on_channel_closed(serial),
-                request = requests.recv() => match request {
+                Some(event) = self.worker_events.recv() => self.on_worker_event(event),
+                Some(serial) = self.broken.recv() => self.dispatcher.leave(serial),
+                request = self.requests.recv() => match request {
                     Some(Request::Shutdown) | None => break Outcome::Stopped,
+                    Some(request) => self.on_request(request),
                 },
                 _ = sleep_until(wake.into()) => {}
             }
         };
         let _ = stop_accepting.send(true);
+        self.stopping = true;
+        self.publish();
         self.shutdown().await;
         outcome
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Shutdown => {}
+            Request::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            Request::Status(reply) => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            Request::Reload(reply) => self.begin_reload(reply),
+            Request::Scale(count, reply) => self.scale(count, reply),
+            Request::ScaleBy(delta, reply) => {
+                let target = self.slots.len() as i64 + i64::from(delta);
+                if target < 1 {
+                    let _ = reply.send(Err(RequestError::InvalidArgs(format!(
+                        "cannot scale by {delta}: {} workers would be left",
+                        target
+                    ))));
+                    return;
+                }
+                self.scale(u32::try_from(target).unwrap_or(u32::MAX), reply);
+            }
+            Request::RestartWorker(id, reply) => self.restart_worker(id, reply),
+        }
     }
 
     /// The earliest moment a timer needs attention.
@@ -175,7 +268,9 @@ impl Pool {
             .map(|s| s.id)
             .collect();
         for id in due {
-            self.start(id);
+            if let Some(serial) = self.start(id) {
+                self.slots[id as usize].state = SlotState::Running(serial);
+            }
         }
         for worker in self.workers.values_mut() {
             match worker.state {
@@ -189,7 +284,10 @@ impl Pool {
                         worker.pid,
                         self.settings.ready_timeout
                     );
-                    worker.condemn("it did not become ready in time".into());
+                    worker.condemn(format!(
+                        "not ready within {:?}",
+                        self.settings.ready_timeout
+                    ));
                 }
                 State::Draining { kill_at } if kill_at <= now => {
                     tracing::warn!(
@@ -197,10 +295,12 @@ impl Pool {
                         worker_id = worker.id,
                         worker_pid = worker.pid,
                         "worker {} (pid {}) still running after the {:?} kill timeout; sending SIGKILL",
-                        worker.id, worker.pid, self.settings.kill_timeout
+                        worker.id,
+                        worker.pid,
+                        self.settings.kill_timeout
                     );
                     worker.signal(Signal::SIGKILL);
-                    // It will be reaped; no further deadline for it.
+                    // It is reaped soon; no further deadline for it.
                     worker.state = State::Draining {
                         kill_at: now + Duration::from_secs(3600),
                     };
@@ -210,8 +310,10 @@ impl Pool {
         }
     }
 
-    /// Starts a process in slot `id`.
-    fn start(&mut self, id: u32) {
+    /// Starts a process for slot `id` in the current generation and returns
+    /// its serial; the caller decides what it stands for. A failure to start
+    /// counts as a crash of the slot.
+    fn start(&mut self, id: u32) -> Option<u64> {
         let serial = self.next_serial;
         self.next_serial += 1;
         let spawned = match spawn::spawn(&self.spec, id) {
@@ -223,7 +325,7 @@ impl Pool {
                     "cannot start worker {id}: {e}"
                 );
                 self.crashed(id, Duration::ZERO);
-                return;
+                return None;
             }
         };
         let channel = match Channel::new(spawned.channel) {
@@ -235,7 +337,7 @@ impl Pool {
                 );
                 let _ = killpg(Pid::from_raw(spawned.pid as i32), Signal::SIGKILL);
                 self.crashed(id, Duration::ZERO);
-                return;
+                return None;
             }
         };
         let pid = spawned.pid;
@@ -245,12 +347,12 @@ impl Pool {
                 serial,
                 spawned.child,
                 signal_rx,
-                self.events_tx.clone(),
+                self.worker_events_tx.clone(),
             )),
             spawn_local(read_channel(
                 serial,
                 Rc::clone(&channel),
-                self.events_tx.clone(),
+                self.worker_events_tx.clone(),
             )),
             spawn_local(output::forward(spawned.stdout, Stream::Stdout, id, pid)),
             spawn_local(output::forward(spawned.stderr, Stream::Stderr, id, pid)),
@@ -278,14 +380,15 @@ impl Pool {
             worker_pid = pid,
             "worker {id} started (pid {pid})"
         );
+        let _ = self.events.send(Event::WorkerStarted { id, pid });
         self.workers.insert(serial, worker);
-        self.slots[id as usize].state = SlotState::Running(serial);
+        Some(serial)
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_worker_event(&mut self, event: WorkerEvent) {
         match event {
-            Event::Notice(serial, notice) => self.on_notice(serial, notice),
-            Event::Garbage(serial, Garbage(why)) => {
+            WorkerEvent::Notice(serial, notice) => self.on_notice(serial, notice),
+            WorkerEvent::Garbage(serial, Garbage(why)) => {
                 if let Some(worker) = self.workers.get_mut(&serial) {
                     tracing::warn!(
                         event = "worker-protocol-error",
@@ -299,8 +402,9 @@ impl Pool {
                     worker.condemn(format!("protocol error: {why}"));
                 }
             }
-            Event::ChannelClosed(serial) => self.on_channel_closed(serial),
-            Event::Exited(serial, status) => self.on_exit(serial, status),
+            // The exit follows; stop dispatching to it right away.
+            WorkerEvent::ChannelClosed(serial) => self.dispatcher.leave(serial),
+            WorkerEvent::Exited(serial, status) => self.on_exit(serial, status),
         }
     }
 
@@ -332,20 +436,44 @@ impl Pool {
                 worker.id,
                 worker.pid
             );
-            self.maybe_announce_ready();
+            self.on_ready(serial);
         }
         if notice.stopping {
             self.on_stopping(serial);
         }
     }
 
+    /// A worker joined the ring. If it stands in for another, the other goes now.
+    fn on_ready(&mut self, serial: u64) {
+        if let Some(at) = self.replacements.iter().position(|r| r.new == serial) {
+            let replacement = self.replacements.remove(at);
+            let id = replacement.id;
+            if let Some(previous) = self.slots.get(id as usize).map(|s| s.state) {
+                if let SlotState::Running(old) = previous {
+                    self.drain(old, "replaced");
+                }
+                self.slots[id as usize].state = SlotState::Running(serial);
+            } else {
+                // The slot was scaled away meanwhile; the new worker is surplus.
+                self.drain(serial, "scaled down");
+            }
+            match replacement.purpose {
+                Purpose::Restart(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Purpose::Reload => self.advance_reload(),
+            }
+        }
+        self.settle_scale_waits();
+    }
+
     /// A worker announced it is going down on its own: it leaves the ring now,
     /// and its replacement starts now rather than after it is gone.
     fn on_stopping(&mut self, serial: u64) {
-        let Some(worker) = self.workers.get_mut(&serial) else {
+        let Some(worker) = self.workers.get(&serial) else {
             return;
         };
-        if matches!(worker.state, State::Draining { .. }) {
+        if matches!(worker.state, State::Draining { .. }) || self.stopping {
             return;
         }
         let id = worker.id;
@@ -356,18 +484,43 @@ impl Pool {
             "worker {id} (pid {}) announced it is stopping; starting its replacement",
             worker.pid
         );
-        self.dispatcher.leave(serial);
-        worker.state = State::Draining {
-            kill_at: Instant::now() + self.settings.kill_timeout,
-        };
-        if self.slots[id as usize].state == SlotState::Running(serial) {
-            self.start(id);
+        self.drain(serial, "announced stopping");
+        if self.slot_is(id, serial) {
+            self.slots[id as usize].state = match self.start(id) {
+                Some(new) => SlotState::Running(new),
+                None => self.slots[id as usize].state,
+            };
         }
     }
 
-    fn on_channel_closed(&mut self, serial: u64) {
-        // The exit follows; stop dispatching to it right away.
+    /// Takes a worker out of the ring and asks it to finish; it is killed at
+    /// the kill timeout. Its exit is not a crash.
+    fn drain(&mut self, serial: u64, why: &str) {
+        let kill_at = Instant::now() + self.settings.kill_timeout;
         self.dispatcher.leave(serial);
+        let Some(worker) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        if matches!(worker.state, State::Draining { .. }) {
+            return;
+        }
+        tracing::info!(
+            event = "worker-draining",
+            worker_id = worker.id,
+            worker_pid = worker.pid,
+            "draining worker {} (pid {}): {why}",
+            worker.id,
+            worker.pid
+        );
+        // A full channel means the worker is not reading: it gets the kill timeout.
+        let _ = worker.route.channel.try_send(b"SHUTDOWN=1");
+        worker.state = State::Draining { kill_at };
+    }
+
+    fn slot_is(&self, id: u32, serial: u64) -> bool {
+        self.slots
+            .get(id as usize)
+            .is_some_and(|s| s.state == SlotState::Running(serial))
     }
 
     fn on_exit(&mut self, serial: u64, status: ExitStatus) {
@@ -392,15 +545,37 @@ impl Pool {
             worker.id,
             worker.pid
         );
-        if !expected && self.slots[worker.id as usize].state == SlotState::Running(serial) {
+        let _ = self.events.send(Event::WorkerExited {
+            id: worker.id,
+            pid: worker.pid,
+            status: code.unwrap_or_else(|| -signal.unwrap_or(0)),
+            reason: reason.clone(),
+        });
+        if let Some(at) = self.replacements.iter().position(|r| r.new == serial) {
+            // A stand-in died before it was ready: the old worker keeps serving.
+            let replacement = self.replacements.remove(at);
+            let why = format!(
+                "new worker {} (pid {}) failed before it was ready: {reason}",
+                worker.id, worker.pid
+            );
+            match replacement.purpose {
+                Purpose::Restart(reply) => {
+                    let _ = reply.send(Err(RequestError::Failed(why)));
+                }
+                Purpose::Reload => self.fail_reload(why),
+            }
+        } else if !expected && self.slot_is(worker.id, serial) && !self.stopping {
             self.crashed(worker.id, worker.uptime());
         }
+        self.settle_scale_waits();
     }
 
     /// Slot `id` lost its worker unexpectedly: schedule a restart or give up.
     fn crashed(&mut self, id: u32, uptime: Duration) {
         let now = Instant::now();
-        let slot = &mut self.slots[id as usize];
+        let Some(slot) = self.slots.get_mut(id as usize) else {
+            return;
+        };
         match slot.history.crashed(now, uptime, self.settings.limit) {
             Verdict::RestartAfter(delay) => {
                 if !delay.is_zero() {
@@ -426,19 +601,329 @@ impl Pool {
         }
     }
 
-    fn maybe_announce_ready(&self) {
-        if self.announced_ready.get() {
+    fn begin_reload(&mut self, reply: Reply<u32>) {
+        if self.reload.is_some() {
+            let _ = reply.send(Err(RequestError::Busy(
+                "a reload is already under way".into(),
+            )));
             return;
         }
-        let ready = self.dispatcher.ready_count();
-        if ready >= self.slots.len() {
-            self.announced_ready.set(true);
-            tracing::info!(
-                event = "ready",
-                "{ready}/{} workers ready",
-                self.slots.len()
-            );
+        let generation = self.generation + 1;
+        tracing::info!(
+            event = "reload-started",
+            generation,
+            "rolling reload to generation {generation}, {} at a time",
+            self.settings.reload_batch
+        );
+        self.reload = Some(Reload {
+            queue: self.slots.iter().map(|s| s.id).collect(),
+            generation,
+            reply: Some(reply),
+        });
+        self.advance_reload();
+    }
+
+    /// Starts the next batch of the reload once the current one is done, or
+    /// finishes it.
+    fn advance_reload(&mut self) {
+        let Some(reload) = &mut self.reload else {
+            return;
+        };
+        if self
+            .replacements
+            .iter()
+            .any(|r| matches!(r.purpose, Purpose::Reload))
+        {
+            return;
         }
+        let batch: Vec<u32> = (0..self.settings.reload_batch.max(1))
+            .map_while(|_| reload.queue.pop_front())
+            .filter(|id| (*id as usize) < self.slots.len())
+            .collect();
+        if batch.is_empty() {
+            let reload = self.reload.take();
+            let generation = reload.as_ref().map_or(self.generation, |r| r.generation);
+            self.generation = generation;
+            tracing::info!(
+                event = "reload-finished",
+                generation,
+                ok = true,
+                "reload to generation {generation} finished"
+            );
+            let _ = self.events.send(Event::Reloaded {
+                generation,
+                ok: true,
+            });
+            if let Some(reply) = reload.and_then(|r| r.reply) {
+                let _ = reply.send(Ok(generation));
+            }
+            return;
+        }
+        let saved = self.generation;
+        self.generation = reload.generation;
+        for id in batch {
+            // A slot that gave up gets a fresh history with the new code.
+            if self.slots[id as usize].state == SlotState::GaveUp {
+                self.slots[id as usize].history = Default::default();
+            }
+            match self.start(id) {
+                Some(new) => self.replacements.push(Replacement {
+                    id,
+                    new,
+                    purpose: Purpose::Reload,
+                }),
+                None => {
+                    self.generation = saved;
+                    self.fail_reload(format!("cannot start new worker {id}"));
+                    return;
+                }
+            }
+        }
+        self.generation = saved;
+    }
+
+    /// A new worker of the reload failed: stop the reload; the old workers of
+    /// slots not yet replaced keep serving.
+    fn fail_reload(&mut self, why: String) {
+        let Some(reload) = self.reload.take() else {
+            return;
+        };
+        let stand_ins: Vec<u64> = self
+            .replacements
+            .iter()
+            .filter(|r| matches!(r.purpose, Purpose::Reload))
+            .map(|r| r.new)
+            .collect();
+        self.replacements
+            .retain(|r| !matches!(r.purpose, Purpose::Reload));
+        for serial in stand_ins {
+            if let Some(worker) = self.workers.get_mut(&serial) {
+                worker.condemn("reload failed".into());
+            }
+        }
+        tracing::error!(
+            event = "reload-finished",
+            generation = reload.generation,
+            ok = false,
+            "reload to generation {} failed: {why}; the previous workers keep serving",
+            reload.generation
+        );
+        let _ = self.events.send(Event::Reloaded {
+            generation: reload.generation,
+            ok: false,
+        });
+        if let Some(reply) = reload.reply {
+            let _ = reply.send(Err(RequestError::Failed(format!("reload failed: {why}"))));
+        }
+    }
+
+    fn restart_worker(&mut self, id: u32, reply: Reply<()>) {
+        let Some(slot) = self.slots.get(id as usize) else {
+            let _ = reply.send(Err(RequestError::InvalidArgs(format!(
+                "no worker {id}: workers are 0..{}",
+                self.slots.len()
+            ))));
+            return;
+        };
+        if self.replacements.iter().any(|r| r.id == id) {
+            let _ = reply.send(Err(RequestError::Busy(format!(
+                "worker {id} is already being replaced"
+            ))));
+            return;
+        }
+        if slot.state == SlotState::GaveUp {
+            self.slots[id as usize].history = Default::default();
+        }
+        match self.start(id) {
+            Some(new) => self.replacements.push(Replacement {
+                id,
+                new,
+                purpose: Purpose::Restart(reply),
+            }),
+            None => {
+                let _ = reply.send(Err(RequestError::Failed(format!(
+                    "cannot start a new worker {id}"
+                ))));
+            }
+        }
+    }
+
+    fn scale(&mut self, count: u32, reply: Reply<u32>) {
+        if count == 0 || count > self.settings.max_workers {
+            let _ = reply.send(Err(RequestError::InvalidArgs(format!(
+                "cannot scale to {count}: the worker count must be 1..={} (--max-workers)",
+                self.settings.max_workers
+            ))));
+            return;
+        }
+        if self.reload.is_some() {
+            let _ = reply.send(Err(RequestError::Busy(
+                "a reload is under way; scale after it".into(),
+            )));
+            return;
+        }
+        let current = self.slots.len() as u32;
+        tracing::info!(event = "scale", "scaling from {current} to {count} workers");
+        let now = Instant::now();
+        let mut wait = ScaleWait {
+            slots: Vec::new(),
+            draining: Vec::new(),
+            target: count,
+            reply,
+        };
+        if count > current {
+            for id in current..count {
+                self.slots.push(Slot::new(id, now));
+                wait.slots.push(id);
+            }
+        } else {
+            // Highest ids go first.
+            for slot in self.slots.drain(count as usize..).collect::<Vec<_>>() {
+                if let SlotState::Running(serial) = slot.state {
+                    wait.draining.push(serial);
+                }
+            }
+            for serial in wait.draining.clone() {
+                self.drain(serial, "scaled down");
+            }
+            let gone: Vec<u64> = self
+                .replacements
+                .iter()
+                .filter(|r| r.id >= count)
+                .map(|r| r.new)
+                .collect();
+            wait.draining.extend(gone.iter().copied());
+            for serial in gone {
+                self.drain(serial, "scaled down");
+            }
+        }
+        self.scale_waits.push(wait);
+        self.settle_scale_waits();
+    }
+
+    /// Answers the `Scale` calls whose workers are all ready (or drained).
+    fn settle_scale_waits(&mut self) {
+        let mut pending = Vec::new();
+        for wait in std::mem::take(&mut self.scale_waits) {
+            let gave_up: Vec<u32> = wait
+                .slots
+                .iter()
+                .copied()
+                .filter(|id| {
+                    self.slots
+                        .get(*id as usize)
+                        .is_some_and(|s| s.state == SlotState::GaveUp)
+                })
+                .collect();
+            let ready = wait
+                .slots
+                .iter()
+                .all(|id| match self.slots.get(*id as usize) {
+                    Some(slot) => match slot.state {
+                        SlotState::Running(serial) => self
+                            .workers
+                            .get(&serial)
+                            .is_some_and(|w| w.state == State::Ready),
+                        SlotState::GaveUp => true,
+                        SlotState::Backoff { .. } => false,
+                    },
+                    None => true,
+                });
+            let drained = wait.draining.iter().all(|s| !self.workers.contains_key(s));
+            if !gave_up.is_empty() {
+                let _ = wait.reply.send(Err(RequestError::Failed(format!(
+                    "new workers {gave_up:?} crashed until they gave up"
+                ))));
+            } else if ready && drained {
+                let _ = wait.reply.send(Ok(wait.target));
+            } else {
+                pending.push(wait);
+            }
+        }
+        self.scale_waits = pending;
+    }
+
+    fn status(&self) -> Status {
+        let workers = self
+            .workers
+            .values()
+            .map(|w| {
+                let (rss_bytes, cpu_usec) = proc_usage(w.pid);
+                WorkerInfo {
+                    id: w.id,
+                    pid: w.pid,
+                    state: w.state.name().to_owned(),
+                    restarts: self
+                        .slots
+                        .get(w.id as usize)
+                        .map_or(0, |s| s.history.restarts),
+                    started_usec: w
+                        .started_wall
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as u64),
+                    rss_bytes,
+                    connections: w.route.dispatched.get(),
+                    cpu_usec,
+                }
+            })
+            .collect();
+        Status {
+            workers,
+            connections: self.dispatcher.total(),
+        }
+    }
+
+    /// Publishes the snapshot if anything in it changed.
+    fn publish(&self) {
+        let ready = self
+            .slots
+            .iter()
+            .filter(|s| match s.state {
+                SlotState::Running(serial) => self
+                    .workers
+                    .get(&serial)
+                    .is_some_and(|w| w.state == State::Ready),
+                _ => false,
+            })
+            .count() as u32;
+        let target = self.slots.len() as u32;
+        if ready >= target {
+            self.was_running.set(true);
+        }
+        let state = if self.stopping {
+            PoolState::Stopping
+        } else if self.reload.is_some() {
+            PoolState::Reloading
+        } else if ready >= target {
+            PoolState::Running
+        } else if self.was_running.get() {
+            PoolState::Degraded
+        } else {
+            PoolState::Starting
+        };
+        let snapshot = Snapshot {
+            app: self.spec.app.clone(),
+            target,
+            ready,
+            state,
+            restarts: self.slots.iter().map(|s| s.history.restarts).sum(),
+            generation: self.generation,
+            gave_up: self
+                .slots
+                .iter()
+                .filter(|s| s.state == SlotState::GaveUp)
+                .map(|s| s.id)
+                .collect(),
+            policy: self.settings.policy.clone(),
+        };
+        self.snapshot.send_if_modified(|current| {
+            if *current == snapshot {
+                false
+            } else {
+                *current = snapshot;
+                true
+            }
+        });
     }
 
     /// Ordered shutdown: every worker leaves the ring and is asked to finish,
@@ -451,55 +936,99 @@ impl Pool {
             self.workers.len(),
             self.settings.kill_timeout
         );
-        for slot in &mut self.slots {
-            if matches!(slot.state, SlotState::Backoff { .. }) {
-                slot.state = SlotState::GaveUp;
+        if let Some(reload) = self.reload.take() {
+            if let Some(reply) = reload.reply {
+                let _ = reply.send(Err(RequestError::Failed(
+                    "the manager is shutting down".into(),
+                )));
             }
         }
+        self.replacements.clear();
+        self.scale_waits.clear();
+        for serial in self.workers.keys().copied().collect::<Vec<_>>() {
+            self.drain(serial, "shutting down");
+        }
         for worker in self.workers.values_mut() {
-            self.dispatcher.leave(worker.serial);
-            let _ = worker.route.channel.try_send(b"SHUTDOWN=1");
-            if !matches!(worker.state, State::Draining { .. }) {
-                worker.state = State::Draining { kill_at: deadline };
+            if let State::Draining { kill_at } = &mut worker.state {
+                *kill_at = (*kill_at).min(deadline);
             }
         }
         let mut killed_at = None;
         while !self.workers.is_empty() {
-            let wake = self.next_deadline().min(deadline);
+            let wake = match killed_at {
+                None => deadline,
+                Some(at) => at + REAP_GRACE,
+            };
             tokio::select! {
-                Some(event) = self.events.recv() => match event {
-                    Event::Exited(serial, status) => self.on_exit(serial, status),
-                    _ => {}
-                },
-                _ = sleep_until(wake.into()) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        match killed_at {
-                            None => {
-                                for worker in self.workers.values() {
-                                    tracing::warn!(
-                                        event = "worker-kill-timeout",
-                                        worker_id = worker.id,
-                                        worker_pid = worker.pid,
-                                        "worker {} (pid {}) still running at the kill timeout; sending SIGKILL",
-                                        worker.id, worker.pid
-                                    );
-                                    worker.signal(Signal::SIGKILL);
-                                }
-                                killed_at = Some(now);
-                            }
-                            Some(at) if now.duration_since(at) > REAP_GRACE => {
-                                tracing::error!("{} workers could not be reaped; leaving", self.workers.len());
-                                break;
-                            }
-                            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                        }
+                Some(event) = self.worker_events.recv() => {
+                    if let WorkerEvent::Exited(serial, status) = event {
+                        self.on_exit(serial, status);
                     }
                 }
+                Some(request) = self.requests.recv() => self.refuse_while_stopping(request),
+                _ = sleep_until(wake.into()) => {
+                    if killed_at.is_some() {
+                        tracing::error!("{} workers could not be reaped; leaving", self.workers.len());
+                        break;
+                    }
+                    for worker in self.workers.values() {
+                        tracing::warn!(
+                            event = "worker-kill-timeout",
+                            worker_id = worker.id,
+                            worker_pid = worker.pid,
+                            "worker {} (pid {}) still running at the kill timeout; sending SIGKILL",
+                            worker.id,
+                            worker.pid
+                        );
+                        worker.signal(Signal::SIGKILL);
+                    }
+                    killed_at = Some(Instant::now());
+                }
             }
+            self.publish();
         }
         tracing::info!(event = "shutdown-finished", "all workers stopped");
     }
+
+    fn refuse_while_stopping(&self, request: Request) {
+        let no = || RequestError::Failed("the manager is shutting down".into());
+        match request {
+            Request::Shutdown => {}
+            Request::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            Request::Status(reply) => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            Request::Reload(reply) | Request::Scale(_, reply) | Request::ScaleBy(_, reply) => {
+                let _ = reply.send(Err(no()));
+            }
+            Request::RestartWorker(_, reply) => {
+                let _ = reply.send(Err(no()));
+            }
+        }
+    }
+}
+
+/// RSS in bytes and CPU time in µs of a process, from `/proc`; zeros if gone.
+fn proc_usage(pid: u32) -> (u64, u64) {
+    let page = 4096;
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page);
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which may hold spaces: utime, stime are 14, 15.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 1_000_000 / 100)
+        })
+        .unwrap_or(0);
+    (rss, cpu)
 }
 
 /// Owns the child: reaps it, and delivers signals to its process group only
@@ -508,7 +1037,7 @@ async fn watch_process(
     serial: u64,
     mut child: tokio::process::Child,
     mut signals: mpsc::UnboundedReceiver<Signal>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<WorkerEvent>,
 ) {
     let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
     loop {
@@ -525,7 +1054,7 @@ async fn watch_process(
                 if let Some(pgid) = pgid {
                     let _ = killpg(pgid, Signal::SIGKILL);
                 }
-                let _ = events.send(Event::Exited(serial, status));
+                let _ = events.send(WorkerEvent::Exited(serial, status));
                 return;
             }
             Some(signal) = signals.recv() => {
@@ -538,16 +1067,20 @@ async fn watch_process(
 }
 
 /// Forwards what a worker says on its channel until it closes or misbehaves.
-async fn read_channel(serial: u64, channel: Rc<Channel>, events: mpsc::UnboundedSender<Event>) {
+async fn read_channel(
+    serial: u64,
+    channel: Rc<Channel>,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+) {
     loop {
         let event = match channel.recv().await {
-            Ok(Some(Ok(notice))) => Event::Notice(serial, notice),
+            Ok(Some(Ok(notice))) => WorkerEvent::Notice(serial, notice),
             Ok(Some(Err(garbage))) => {
-                let _ = events.send(Event::Garbage(serial, garbage));
+                let _ = events.send(WorkerEvent::Garbage(serial, garbage));
                 return;
             }
             Ok(None) | Err(_) => {
-                let _ = events.send(Event::ChannelClosed(serial));
+                let _ = events.send(WorkerEvent::ChannelClosed(serial));
                 return;
             }
         };

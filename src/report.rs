@@ -71,10 +71,21 @@ impl fmt::Display for PoolState {
 /// Something that happened, as D-Bus signals and the status line report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    WorkerStarted { id: u32, pid: u32 },
+    WorkerStarted {
+        id: u32,
+        pid: u32,
+    },
     /// `status`: the exit code, or the negated signal number.
-    WorkerExited { id: u32, pid: u32, status: i32, reason: String },
-    Reloaded { generation: u32, ok: bool },
+    WorkerExited {
+        id: u32,
+        pid: u32,
+        status: i32,
+        reason: String,
+    },
+    Reloaded {
+        generation: u32,
+        ok: bool,
+    },
 }
 
 /// One worker, as `ListWorkers` and `sockherd status` show it.
@@ -115,7 +126,9 @@ pub enum RequestError {
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RequestError::InvalidArgs(m) | RequestError::Busy(m) | RequestError::Failed(m) => f.write_str(m),
+            RequestError::InvalidArgs(m) | RequestError::Busy(m) | RequestError::Failed(m) => {
+                f.write_str(m)
+            }
         }
     }
 }

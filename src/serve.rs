@@ -62,6 +62,15 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         n => n,
     };
+    if workers > args.max_workers {
+        return Err(format!(
+            "--workers {workers} is more than --max-workers {}",
+            args.max_workers
+        ));
+    }
+    if args.reload_batch == 0 {
+        return Err("--reload-batch must be at least 1".into());
+    }
     Ok(Prepared {
         listeners,
         spec: Spec {
@@ -77,6 +86,9 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
                 max_restarts: args.max_restarts,
                 window: args.restart_window,
             },
+            max_workers: args.max_workers,
+            reload_batch: args.reload_batch,
+            policy: "rr".to_owned(),
         },
     })
 }
@@ -113,8 +125,14 @@ async fn serve(prepared: Prepared) -> ExitCode {
     }
     let (broken_tx, broken_rx) = mpsc::unbounded_channel();
     let dispatcher = Rc::new(Dispatcher::new(broken_tx));
-    let (requests_tx, requests_rx) = mpsc::unbounded_channel();
-    if let Err(e) = shutdown::listen(requests_tx) {
+    tracing::info!(
+        app = %spec.app,
+        "starting {} workers: {}",
+        settings.workers,
+        spec.program.display()
+    );
+    let (pool, handle) = Pool::new(spec, settings, Rc::clone(&dispatcher), broken_rx);
+    if let Err(e) = shutdown::listen(handle.clone()) {
         tracing::error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
@@ -131,14 +149,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
         })
         .collect();
 
-    tracing::info!(
-        app = %spec.app,
-        "starting {} workers: {}",
-        settings.workers,
-        spec.program.display()
-    );
-    let pool = Pool::new(spec, settings, Rc::clone(&dispatcher), broken_rx);
-    let pool = spawn_local(pool.run(requests_rx, stop_tx));
+    let pool = spawn_local(pool.run(stop_tx));
     let outcome = pool.await;
     for task in accepting {
         let _ = task.await;

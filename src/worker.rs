@@ -154,3 +154,14 @@ pub struct Slot {
     pub state: SlotState,
     pub history: History,
 }
+
+impl Slot {
+    /// A new slot, due to be filled at `now`.
+    pub fn new(id: u32, now: Instant) -> Slot {
+        Slot {
+            id,
+            state: SlotState::Backoff { until: now },
+            history: History::default(),
+        }
+    }
+}
