@@ -25,7 +25,7 @@ pub enum Command {
     Serve(Serve),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Serve {
     /// The app's name: D-Bus name, journal field SOCKHERD_APP, SOCKHERD_APP for workers.
     /// Defaults to the worker program's file name.
@@ -65,6 +65,22 @@ pub struct Serve {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub restart_window: Duration,
 
+    /// A worker that has sent a heartbeat (WATCHDOG=1) and then none for this
+    /// long is hung: it gets SIGABRT, then SIGKILL, and is replaced. Workers
+    /// are told half of it in SOCKHERD_HEARTBEAT_USEC.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
+
+    /// Replace a worker whose memory (RSS) exceeds SIZE (e.g. 512M, 1G), new
+    /// before old; kill it outright past twice SIZE. Sampled every second.
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    pub max_memory: Option<u64>,
+
+    /// A TOML file with any of these flags (see docs/config.md); re-read on
+    /// every reload. What it sets wins over the flags.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Where logs go: the journal when run by systemd, stderr otherwise.
     #[arg(long, value_enum, default_value_t = journal::Target::Auto)]
     pub log: journal::Target,
@@ -73,8 +89,8 @@ pub struct Serve {
     #[arg(long, short = 'v')]
     pub verbose: bool,
 
-    /// The worker command and its arguments.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// The worker command and its arguments (or `command` in --config).
+    #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
 

@@ -33,6 +33,7 @@ pub mod activation;
 pub mod backoff;
 pub mod channel;
 pub mod cli;
+pub mod config;
 pub mod dispatch;
 pub mod journal;
 pub mod listener;

@@ -43,6 +43,12 @@ use crate::worker::{Slot, SlotState, State, Worker};
 /// How long to wait for workers to be reaped after SIGKILL before giving up on them.
 const REAP_GRACE: Duration = Duration::from_secs(2);
 
+/// After SIGABRT (so a hung worker leaves a core), how long before SIGKILL.
+const ABORT_GRACE: Duration = Duration::from_secs(3);
+
+/// How often worker memory is sampled for `--max-memory`.
+const MEMORY_SAMPLE: Duration = Duration::from_secs(1);
+
 /// The pool's settings, from the command line.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -60,7 +66,15 @@ pub struct Settings {
     pub reload_batch: u32,
     /// The dispatch policy's name, for status.
     pub policy: String,
+    /// A worker that sent a heartbeat and then none for this long is hung.
+    pub heartbeat_timeout: Option<Duration>,
+    /// RSS above which a worker is replaced (new before old); past twice
+    /// this it is killed outright.
+    pub max_memory: Option<u64>,
 }
+
+/// Re-reads the config file for a reload: the new command and settings.
+pub type Reconfigure = Box<dyn Fn() -> Result<(Spec, Settings), String>>;
 
 /// Something that happened to a worker, reported by the tasks watching it.
 #[derive(Debug)]
@@ -84,6 +98,8 @@ pub enum Outcome {
 enum Purpose {
     Reload,
     Restart(Reply<()>),
+    /// The old worker grew past `--max-memory`.
+    Memory,
 }
 
 /// A new worker standing in for slot `id`'s current one once it is ready.
@@ -114,6 +130,8 @@ struct ScaleWait {
 pub struct Pool {
     spec: Spec,
     settings: Settings,
+    /// Present when a config file is used: a reload re-reads it first.
+    reconfigure: Option<Reconfigure>,
     /// Index = worker id; its length is the target worker count.
     slots: Vec<Slot>,
     /// Every live worker process by serial: those filling slots, new ones
@@ -144,6 +162,7 @@ impl Pool {
     pub fn new(
         spec: Spec,
         settings: Settings,
+        reconfigure: Option<Reconfigure>,
         dispatcher: Rc<Dispatcher>,
         broken: mpsc::UnboundedReceiver<u64>,
     ) -> (Pool, Handle) {
@@ -170,6 +189,7 @@ impl Pool {
         let pool = Pool {
             spec,
             settings,
+            reconfigure,
             slots,
             workers: BTreeMap::new(),
             dispatcher,
@@ -194,6 +214,8 @@ impl Pool {
     /// gives up. Accept loops stop when `stop_accepting` turns true, first
     /// thing in a shutdown.
     pub async fn run(mut self, stop_accepting: watch::Sender<bool>) -> Outcome {
+        let mut sample = tokio::time::interval(MEMORY_SAMPLE);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
             self.on_timers();
             self.publish();
@@ -208,6 +230,7 @@ impl Pool {
                     Some(Request::Shutdown) | None => break Outcome::Stopped,
                     Some(request) => self.on_request(request),
                 },
+                _ = sample.tick(), if self.settings.max_memory.is_some() => self.check_memory(),
                 _ = sleep_until(wake.into()) => {}
             }
         };
@@ -305,7 +328,80 @@ impl Pool {
                         kill_at: now + Duration::from_secs(3600),
                     };
                 }
+                State::Ready => {
+                    let silent = worker
+                        .last_heartbeat
+                        .map(|t| now.saturating_duration_since(t));
+                    if let (Some(silent), Some(timeout)) = (silent, self.settings.heartbeat_timeout)
+                    {
+                        if silent > timeout {
+                            tracing::warn!(
+                                event = "worker-hung",
+                                worker_id = worker.id,
+                                worker_pid = worker.pid,
+                                "worker {} (pid {}) sent no heartbeat for {:?}; sending SIGABRT",
+                                worker.id,
+                                worker.pid,
+                                silent
+                            );
+                            self.dispatcher.leave(worker.serial);
+                            worker.condemned = Some(format!("hung: no heartbeat for {silent:?}"));
+                            worker.signal(Signal::SIGABRT);
+                            // A stopped process only acts on the abort once continued.
+                            worker.signal(Signal::SIGCONT);
+                            worker.state = State::Draining {
+                                kill_at: now + ABORT_GRACE,
+                            };
+                        }
+                    }
+                }
                 _ => {}
+            }
+        }
+    }
+
+    /// Replaces workers over `--max-memory`, new before old; kills those past twice it.
+    fn check_memory(&mut self) {
+        let Some(limit) = self.settings.max_memory else {
+            return;
+        };
+        let mut over = Vec::new();
+        for worker in self.workers.values_mut() {
+            let (rss, _) = proc_usage(worker.pid);
+            if rss > limit.saturating_mul(2) && worker.condemned.is_none() {
+                tracing::warn!(
+                    event = "worker-memory-kill",
+                    worker_id = worker.id,
+                    worker_pid = worker.pid,
+                    rss_bytes = rss,
+                    "worker {} (pid {}) uses {} MiB, over twice --max-memory; killing it",
+                    worker.id,
+                    worker.pid,
+                    rss >> 20
+                );
+                self.dispatcher.leave(worker.serial);
+                worker.condemn(format!("memory: {} MiB", rss >> 20));
+            } else if rss > limit && worker.state == State::Ready {
+                over.push((worker.id, worker.serial, rss));
+            }
+        }
+        for (id, serial, rss) in over {
+            if !self.slot_is(id, serial) || self.replacements.iter().any(|r| r.id == id) {
+                continue;
+            }
+            tracing::info!(
+                event = "worker-memory-replace",
+                worker_id = id,
+                rss_bytes = rss,
+                "worker {id} uses {} MiB, over --max-memory; replacing it",
+                rss >> 20
+            );
+            if let Some(new) = self.start(id) {
+                self.replacements.push(Replacement {
+                    id,
+                    new,
+                    purpose: Purpose::Memory,
+                });
             }
         }
     }
@@ -462,6 +558,7 @@ impl Pool {
                     let _ = reply.send(Ok(()));
                 }
                 Purpose::Reload => self.advance_reload(),
+                Purpose::Memory => {}
             }
         }
         self.settle_scale_waits();
@@ -563,6 +660,7 @@ impl Pool {
                     let _ = reply.send(Err(RequestError::Failed(why)));
                 }
                 Purpose::Reload => self.fail_reload(why),
+                Purpose::Memory => tracing::warn!("{why}; the old worker keeps serving"),
             }
         } else if !expected && self.slot_is(worker.id, serial) && !self.stopping {
             self.crashed(worker.id, worker.uptime());
@@ -607,6 +705,23 @@ impl Pool {
                 "a reload is already under way".into(),
             )));
             return;
+        }
+        if let Some(reconfigure) = &self.reconfigure {
+            match reconfigure() {
+                Ok((spec, settings)) => {
+                    self.spec = spec;
+                    self.settings = settings;
+                }
+                Err(e) => {
+                    tracing::error!(event = "reload-finished", ok = false, "reload refused: {e}");
+                    let _ = self.events.send(Event::Reloaded {
+                        generation: self.generation + 1,
+                        ok: false,
+                    });
+                    let _ = reply.send(Err(RequestError::Failed(e)));
+                    return;
+                }
+            }
         }
         let generation = self.generation + 1;
         tracing::info!(
@@ -656,6 +771,11 @@ impl Pool {
             });
             if let Some(reply) = reload.and_then(|r| r.reply) {
                 let _ = reply.send(Ok(generation));
+            }
+            if self.settings.workers != self.slots.len() as u32 && self.reconfigure.is_some() {
+                // The config file asks for another worker count: reach it now.
+                let (reply, _) = tokio::sync::oneshot::channel();
+                self.scale(self.settings.workers, reply);
             }
             return;
         }

@@ -13,9 +13,10 @@ use tokio::task::{spawn_local, LocalSet};
 
 use crate::backoff::Limit;
 use crate::cli::Serve;
+use crate::config;
 use crate::dispatch::Dispatcher;
 use crate::listener::Listener;
-use crate::pool::{Outcome, Pool, Settings};
+use crate::pool::{Outcome, Pool, Reconfigure, Settings};
 use crate::spawn::{self, Spec};
 use crate::{accept, activation, shutdown};
 
@@ -24,10 +25,14 @@ pub struct Prepared {
     listeners: Vec<Listener>,
     spec: Spec,
     settings: Settings,
+    /// Re-reads the config file for a reload, when one is used.
+    reconfigure: Option<Reconfigure>,
 }
 
-/// Validates the command line and takes the sockets. Errors are one line each.
+/// Validates the command line (and config file) and takes the sockets.
+/// Errors are one line each.
 pub fn prepare(args: &Serve) -> Result<Prepared, String> {
+    let (spec, settings) = configure(args, None)?;
     let passed = activation::take().map_err(|e| format!("socket activation: {e}"))?;
     let listeners =
         match (passed, args.listen.is_empty()) {
@@ -46,51 +51,76 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
                     .into(),
             ),
         };
-    let (program, rest) = args
-        .command
+    let reconfigure = args.config.as_ref().map(|_| {
+        let args = args.clone();
+        let app = spec.app.clone();
+        Box::new(move || configure(&args, Some(&app))) as Reconfigure
+    });
+    Ok(Prepared {
+        listeners,
+        spec,
+        settings,
+        reconfigure,
+    })
+}
+
+/// Flags, then the config file over them: what to run and how. `app` is the
+/// name fixed at start (a reload cannot rename the app).
+fn configure(args: &Serve, app: Option<&str>) -> Result<(Spec, Settings), String> {
+    let file = match &args.config {
+        Some(path) => config::load(path)?,
+        None => config::Overrides::default(),
+    };
+    let command = file.command.clone().unwrap_or_else(|| args.command.clone());
+    let (program, rest) = command
         .split_first()
-        .ok_or("no worker command given after --")?;
+        .ok_or("no worker command: give it after -- (or as `command` in --config)")?;
     let program = spawn::resolve(program)?;
-    let app = match &args.name {
-        Some(name) => name.clone(),
-        None => program
+    let app = match (app, &args.name) {
+        (Some(app), _) => app.to_owned(),
+        (None, Some(name)) => name.clone(),
+        (None, None) => program
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "app".into()),
     };
-    let workers = match args.workers {
+    let workers = match file.workers.unwrap_or(args.workers) {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         n => n,
     };
-    if workers > args.max_workers {
+    let max_workers = file.max_workers.unwrap_or(args.max_workers);
+    if workers > max_workers {
         return Err(format!(
-            "--workers {workers} is more than --max-workers {}",
-            args.max_workers
+            "{workers} workers is more than --max-workers {max_workers}"
         ));
     }
-    if args.reload_batch == 0 {
+    let reload_batch = file.reload_batch.unwrap_or(args.reload_batch);
+    if reload_batch == 0 {
         return Err("--reload-batch must be at least 1".into());
     }
-    Ok(Prepared {
-        listeners,
-        spec: Spec {
+    let heartbeat_timeout = file.heartbeat_timeout.or(args.heartbeat_timeout);
+    Ok((
+        Spec {
             app,
             program,
             args: rest.to_vec(),
+            heartbeat_interval: heartbeat_timeout.map(|t| t / 2),
         },
-        settings: Settings {
+        Settings {
             workers,
-            ready_timeout: args.ready_timeout,
-            kill_timeout: args.kill_timeout,
+            max_workers,
+            ready_timeout: file.ready_timeout.unwrap_or(args.ready_timeout),
+            kill_timeout: file.kill_timeout.unwrap_or(args.kill_timeout),
             limit: Limit {
-                max_restarts: args.max_restarts,
-                window: args.restart_window,
+                max_restarts: file.max_restarts.unwrap_or(args.max_restarts),
+                window: file.restart_window.unwrap_or(args.restart_window),
             },
-            max_workers: args.max_workers,
-            reload_batch: args.reload_batch,
+            reload_batch,
             policy: "rr".to_owned(),
+            heartbeat_timeout,
+            max_memory: file.max_memory.or(args.max_memory),
         },
-    })
+    ))
 }
 
 impl Prepared {
@@ -119,9 +149,16 @@ async fn serve(prepared: Prepared) -> ExitCode {
         listeners,
         spec,
         settings,
+        reconfigure,
     } = prepared;
     for listener in &listeners {
-        tracing::info!(socket = %listener.local, name = %listener.name, "listening on {} ({})", listener.local, listener.name);
+        tracing::info!(
+            socket = %listener.local,
+            name = %listener.name,
+            "listening on {} ({})",
+            listener.local,
+            listener.name
+        );
     }
     let (broken_tx, broken_rx) = mpsc::unbounded_channel();
     let dispatcher = Rc::new(Dispatcher::new(broken_tx));
@@ -131,7 +168,13 @@ async fn serve(prepared: Prepared) -> ExitCode {
         settings.workers,
         spec.program.display()
     );
-    let (pool, handle) = Pool::new(spec, settings, Rc::clone(&dispatcher), broken_rx);
+    let (pool, handle) = Pool::new(
+        spec,
+        settings,
+        reconfigure,
+        Rc::clone(&dispatcher),
+        broken_rx,
+    );
     if let Err(e) = shutdown::listen(handle.clone()) {
         tracing::error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;

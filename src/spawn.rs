@@ -4,8 +4,9 @@
 //! - its channel end is fd 3 (`SOCKHERD_CHANNEL_FD=3`); nothing else is
 //!   inherited but stdin (`/dev/null`) and stdout/stderr (pipes to the manager);
 //! - the socket-activation and notify variables meant for the manager are
-//!   stripped, and `SOCKHERD_WORKER_ID`, `NODE_APP_INSTANCE`, `SOCKHERD_APP` and
-//!   `SOCKHERD_PROTOCOL` are set;
+//!   stripped, and `SOCKHERD_WORKER_ID`, `NODE_APP_INSTANCE`, `SOCKHERD_APP`,
+//!   `SOCKHERD_PROTOCOL` (and `SOCKHERD_HEARTBEAT_USEC` when heartbeats are
+//!   checked) are set;
 //! - it leads its own process group, so a terminal's Ctrl-C reaches only the
 //!   manager (which then drains the workers in order) and a kill reaches the
 //!   worker's own children too;
@@ -47,6 +48,9 @@ pub struct Spec {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
+    /// How often workers should send `WATCHDOG=1` (`--heartbeat-timeout` / 2),
+    /// passed as `SOCKHERD_HEARTBEAT_USEC`; the worker crate does it by itself.
+    pub heartbeat_interval: Option<std::time::Duration>,
 }
 
 /// A worker process just started.
@@ -108,6 +112,10 @@ pub fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
         .env("SOCKHERD_APP", &spec.app)
         .env("SOCKHERD_CHANNEL_FD", CHANNEL_FD.to_string())
         .env("SOCKHERD_PROTOCOL", PROTOCOL_VERSION.to_string());
+    match spec.heartbeat_interval {
+        Some(every) => cmd.env("SOCKHERD_HEARTBEAT_USEC", every.as_micros().to_string()),
+        None => cmd.env_remove("SOCKHERD_HEARTBEAT_USEC"),
+    };
 
     let child_end = worker_end.as_raw_fd();
     let manager_pid = nix::unistd::getpid();

@@ -10,8 +10,10 @@
 //! The lifecycle, as the manager sees it:
 //! 1. the worker starts, sets itself up, then calls [`Listener::ready`]: only
 //!    now does it receive connections;
-//! 2. it serves what [`Listener::accept`] yields, and may call
-//!    [`Listener::heartbeat`] to prove it is alive;
+//! 2. it serves what [`Listener::accept`] yields. When the manager checks
+//!    heartbeats (`SOCKHERD_HEARTBEAT_USEC` is set), a task of the listener
+//!    sends them on the worker's own runtime, so a wedged runtime goes silent
+//!    and gets the worker replaced; [`Listener::heartbeat`] sends one by hand;
 //! 3. when the manager wants it gone (reload, scale down, stop), it stops
 //!    sending connections and sends a shutdown request: [`Listener::accept`]
 //!    then returns the connections handed over before it, followed by `None`,
@@ -36,6 +38,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use nix::cmsg_space;
 use nix::sys::socket::{
@@ -85,6 +88,8 @@ pub struct Listener {
     shutdown: watch::Receiver<bool>,
     /// Reads the channel; stopped when the listener is dropped.
     reader: JoinHandle<()>,
+    /// Sends heartbeats when the manager asks for them; stopped on drop.
+    heartbeat: Option<JoinHandle<()>>,
 }
 
 impl Listener {
@@ -132,11 +137,22 @@ impl Listener {
             conn_tx,
             shutdown_tx,
         ));
+        let heartbeat = std::env::var("SOCKHERD_HEARTBEAT_USEC")
+            .ok()
+            .and_then(|usec| usec.parse::<u64>().ok())
+            .filter(|usec| *usec > 0)
+            .map(|usec| {
+                tokio::spawn(beat(
+                    std::sync::Arc::clone(&channel),
+                    Duration::from_micros(usec),
+                ))
+            });
         Ok(Listener {
             channel,
             incoming: Mutex::new(conn_rx),
             shutdown: shutdown_rx,
             reader,
+            heartbeat,
         })
     }
 
@@ -175,21 +191,38 @@ impl Listener {
 
     /// Sends raw `KEY=VALUE` lines, `sd_notify` style (e.g. `STATUS=warming up`).
     pub fn notify(&self, message: &str) -> io::Result<()> {
-        let iov = [IoSlice::new(message.as_bytes())];
-        sendmsg::<UnixAddr>(
-            self.channel.get_ref().as_raw_fd(),
-            &iov,
-            &[],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
-        Ok(())
+        send(&self.channel, message)
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
         self.reader.abort();
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.abort();
+        }
+    }
+}
+
+fn send(channel: &AsyncFd<OwnedFd>, message: &str) -> io::Result<()> {
+    let iov = [IoSlice::new(message.as_bytes())];
+    sendmsg::<UnixAddr>(
+        channel.get_ref().as_raw_fd(),
+        &iov,
+        &[],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+async fn beat(channel: std::sync::Arc<AsyncFd<OwnedFd>>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        if send(&channel, "WATCHDOG=1").is_err() {
+            return;
+        }
     }
 }
 
