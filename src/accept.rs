@@ -13,7 +13,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{accept4, SockFlag};
@@ -61,9 +61,11 @@ pub async fn run(
                         Ok(raw) => {
                             // SAFETY: accept4 just returned this fd; nothing else owns it.
                             let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+                            let accepted = Instant::now();
                             if !hand_over(conn, &message, &dispatcher, &mut stop).await {
                                 return Ok(());
                             }
+                            dispatcher.stats.dispatched(accepted.elapsed());
                         }
                         Err(Errno::EAGAIN) => {
                             guard.clear_ready();
@@ -72,6 +74,7 @@ pub async fn run(
                         // The client gave up while queued, or a signal: next one.
                         Err(Errno::ECONNABORTED | Errno::EPROTO | Errno::EINTR) => {}
                         Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                            dispatcher.stats.accept_error();
                             tracing::warn!(
                                 event = "accept-backoff",
                                 socket = %listener.local,
@@ -82,6 +85,7 @@ pub async fn run(
                             break;
                         }
                         Err(e) => {
+                            dispatcher.stats.accept_error();
                             tracing::error!(socket = %listener.local, "accept on {} failed: {}", listener.local, e.desc());
                             sleep(RESOURCE_BACKOFF).await;
                             break;

@@ -37,6 +37,11 @@ pub struct Serve {
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<ListenAddr>,
 
+    /// Serve Prometheus metrics here (HTTP, path /metrics) when systemd passed
+    /// no socket named `metrics`: IP:PORT, [IPv6]:PORT or a socket path.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<ListenAddr>,
+
     /// Number of workers; 0 means one per CPU.
     #[arg(long, short = 'w', default_value_t = 0)]
     pub workers: u32,

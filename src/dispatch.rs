@@ -19,6 +19,7 @@ use std::rc::Rc;
 use tokio::sync::{mpsc, Notify};
 
 use crate::channel::{Channel, SendError};
+use crate::metrics::Stats;
 
 /// A ready worker as dispatch sees it.
 #[derive(Debug)]
@@ -56,6 +57,8 @@ pub struct Dispatcher {
     broken: mpsc::UnboundedSender<u64>,
     /// Connections handed over since the start, for status lines.
     total: Cell<u64>,
+    /// Latency and error counters of the connection path, for metrics.
+    pub stats: Stats,
 }
 
 impl Dispatcher {
@@ -66,6 +69,7 @@ impl Dispatcher {
             joined: Notify::new(),
             broken,
             total: Cell::new(0),
+            stats: Stats::default(),
         }
     }
 

@@ -37,6 +37,7 @@ pub mod config;
 pub mod dispatch;
 pub mod journal;
 pub mod listener;
+pub mod metrics;
 pub mod output;
 pub mod pool;
 pub mod report;

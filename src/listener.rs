@@ -60,6 +60,14 @@ pub struct ListenAddr {
     target: Local,
 }
 
+impl ListenAddr {
+    /// The same address under another name.
+    pub fn named(mut self, name: &str) -> ListenAddr {
+        name.clone_into(&mut self.name);
+        self
+    }
+}
+
 impl std::str::FromStr for ListenAddr {
     type Err = String;
 

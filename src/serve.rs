@@ -18,11 +18,16 @@ use crate::dispatch::Dispatcher;
 use crate::listener::Listener;
 use crate::pool::{Outcome, Pool, Reconfigure, Settings};
 use crate::spawn::{self, Spec};
-use crate::{accept, activation, shutdown};
+use crate::{accept, activation, metrics, shutdown};
+
+/// The name of the socket that serves metrics instead of being dispatched.
+const METRICS: &str = "metrics";
 
 /// Everything checked before anything starts, so bad input is one clear line.
 pub struct Prepared {
     listeners: Vec<Listener>,
+    /// Where metrics are served, if anywhere.
+    metrics: Option<Listener>,
     spec: Spec,
     settings: Settings,
     /// Re-reads the config file for a reload, when one is used.
@@ -51,6 +56,25 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
                     .into(),
             ),
         };
+    // A socket named `metrics` serves metrics and is never dispatched.
+    let (mut metrics, listeners): (Vec<_>, Vec<_>) =
+        listeners.into_iter().partition(|l| l.name == METRICS);
+    if metrics.len() > 1 {
+        return Err("systemd passed more than one socket named `metrics`".into());
+    }
+    let metrics = match (metrics.pop(), &args.metrics) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "systemd passed a socket named `metrics` and --metrics was given too".into(),
+            )
+        }
+        (Some(passed), None) => Some(passed),
+        (None, Some(addr)) => Some(Listener::bind(&addr.clone().named(METRICS))?),
+        (None, None) => None,
+    };
+    if listeners.is_empty() {
+        return Err("the only socket is the metrics socket: nothing to dispatch".into());
+    }
     let reconfigure = args.config.as_ref().map(|_| {
         let args = args.clone();
         let app = spec.app.clone();
@@ -58,6 +82,7 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
     });
     Ok(Prepared {
         listeners,
+        metrics,
         spec,
         settings,
         reconfigure,
@@ -147,6 +172,7 @@ pub fn run(prepared: Prepared) -> ExitCode {
 async fn serve(prepared: Prepared) -> ExitCode {
     let Prepared {
         listeners,
+        metrics,
         spec,
         settings,
         reconfigure,
@@ -192,6 +218,14 @@ async fn serve(prepared: Prepared) -> ExitCode {
         })
         .collect();
 
+    if let Some(listener) = metrics {
+        spawn_local(metrics::serve(
+            listener,
+            Rc::clone(&dispatcher),
+            handle.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let pool = spawn_local(pool.run(stop_tx));
     let outcome = pool.await;
     for task in accepting {

@@ -1,0 +1,371 @@
+//! Metrics: Prometheus text over HTTP, on a socket of its own.
+//!
+//! The endpoint listens on the socket systemd passed under the name `metrics`
+//! (`FileDescriptorName=metrics`) or on `--metrics ADDR`. A socket named
+//! `metrics` is never a dispatch socket, so the two cannot be mixed up.
+//!
+//! [`Stats`] holds the counters that live on the connection path (dispatch
+//! latency, accept errors); they are plain cells bumped by the accept loops,
+//! which costs two clock reads per connection. Everything about workers is
+//! asked of the pool when a scrape comes in.
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::dispatch::Dispatcher;
+use crate::listener::Listener;
+use crate::report::{Event, Handle, Request, WorkerInfo};
+
+/// Upper bounds of the dispatch latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// How long a scraper may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counters kept on the connection path.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Per bucket of [`BUCKETS`], then +Inf: connections whose time from
+    /// accept to hand-over fell in it.
+    latency: [Cell<u64>; BUCKETS.len() + 1],
+    /// Sum of those times, for the histogram's `_sum`.
+    latency_sum: Cell<f64>,
+    /// `accept()` failures other than a client giving up.
+    accept_errors: Cell<u64>,
+}
+
+impl Stats {
+    /// A connection was handed to a worker `waited` after it was accepted.
+    pub fn dispatched(&self, waited: Duration) {
+        let seconds = waited.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.latency[bucket].set(self.latency[bucket].get() + 1);
+        self.latency_sum.set(self.latency_sum.get() + seconds);
+    }
+
+    pub fn accept_error(&self) {
+        self.accept_errors.set(self.accept_errors.get() + 1);
+    }
+}
+
+/// Counters of pool events, kept by the metrics task from the event stream.
+#[derive(Debug, Default)]
+struct Tallies {
+    reloads_ok: Cell<u64>,
+    reloads_failed: Cell<u64>,
+}
+
+/// Serves scrapes on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: Listener,
+    dispatcher: Rc<Dispatcher>,
+    pool: Handle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tallies = Rc::new(Tallies::default());
+    let mut events = pool.events.subscribe();
+    let counting = {
+        let tallies = Rc::clone(&tallies);
+        tokio::task::spawn_local(async move {
+            while let Ok(event) = events.recv().await {
+                if let Event::Reloaded { ok, .. } = event {
+                    let counter = if ok {
+                        &tallies.reloads_ok
+                    } else {
+                        &tallies.reloads_failed
+                    };
+                    counter.set(counter.get() + 1);
+                }
+            }
+        })
+    };
+    // A duplicate: `listener` stays alive to remove its socket file when done.
+    let accepting = match listener.fd.try_clone().and_then(into_tokio) {
+        Ok(accepting) => accepting,
+        Err(e) => {
+            tracing::error!("cannot serve metrics on {}: {e}", listener.local);
+            return;
+        }
+    };
+    tracing::info!("metrics on http://{}/metrics", listener.local);
+    loop {
+        let conn = tokio::select! {
+            _ = stop.changed() => break,
+            conn = accepting.accept() => conn,
+        };
+        match conn {
+            Ok(stream) => {
+                let (dispatcher, pool, tallies) =
+                    (Rc::clone(&dispatcher), pool.clone(), Rc::clone(&tallies));
+                tokio::task::spawn_local(async move {
+                    let answering = answer(stream, &dispatcher.stats, &pool, &tallies);
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, answering).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!("metrics accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    counting.abort();
+}
+
+/// The metrics socket as a tokio listener, TCP or Unix.
+enum Accepting {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+type Stream = Box<dyn AsyncStream>;
+trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> AsyncStream for T {}
+
+impl Accepting {
+    async fn accept(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Accepting::Tcp(l) => Box::new(l.accept().await?.0),
+            Accepting::Unix(l) => Box::new(l.accept().await?.0),
+        })
+    }
+}
+
+fn into_tokio(fd: OwnedFd) -> std::io::Result<Accepting> {
+    use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd())?;
+    if addr.family() == Some(AddressFamily::Unix) {
+        let std = std::os::unix::net::UnixListener::from(fd);
+        std.set_nonblocking(true)?;
+        Ok(Accepting::Unix(tokio::net::UnixListener::from_std(std)?))
+    } else {
+        let std = std::net::TcpListener::from(fd);
+        std.set_nonblocking(true)?;
+        Ok(Accepting::Tcp(tokio::net::TcpListener::from_std(std)?))
+    }
+}
+
+async fn answer(
+    mut stream: Stream,
+    stats: &Stats,
+    pool: &Handle,
+    tallies: &Tallies,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > 8192 {
+            return stream.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let request_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let path = request_line
+        .split(|b| *b == b' ')
+        .nth(1)
+        .unwrap_or_default();
+    if path != b"/metrics" && path != b"/" {
+        return stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .await;
+    }
+    let status = pool.ask(Request::Status).await.ok();
+    let body = render(stats, &pool.snapshot.borrow(), status.as_ref(), tallies);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await
+}
+
+fn render(
+    stats: &Stats,
+    snapshot: &crate::report::Snapshot,
+    status: Option<&crate::report::Status>,
+    tallies: &Tallies,
+) -> String {
+    let mut out = String::with_capacity(4096);
+    let app = format!("app=\"{}\"", escape(&snapshot.app));
+    let pool: [(&str, &str, &str, u64); 6] = [
+        (
+            "workers_target",
+            "gauge",
+            "Workers wanted.",
+            snapshot.target.into(),
+        ),
+        (
+            "workers_ready",
+            "gauge",
+            "Workers in the dispatch ring.",
+            snapshot.ready.into(),
+        ),
+        (
+            "workers_gave_up",
+            "gauge",
+            "Worker slots that gave up after too many crashes.",
+            snapshot.gave_up.len() as u64,
+        ),
+        (
+            "restarts_total",
+            "counter",
+            "Worker restarts after crashes.",
+            snapshot.restarts.into(),
+        ),
+        (
+            "generation",
+            "gauge",
+            "The current reload generation.",
+            snapshot.generation.into(),
+        ),
+        (
+            "accept_errors_total",
+            "counter",
+            "accept() failures (out of descriptors, memory, ...).",
+            stats.accept_errors.get(),
+        ),
+    ];
+    for (name, kind, help, value) in pool {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "sockherd_{name}{{{app}}} {value}");
+    }
+    header(
+        &mut out,
+        "reloads_total",
+        "counter",
+        "Rolling reloads, by result.",
+    );
+    let _ = writeln!(
+        out,
+        "sockherd_reloads_total{{{app},result=\"ok\"}} {}",
+        tallies.reloads_ok.get()
+    );
+    let _ = writeln!(
+        out,
+        "sockherd_reloads_total{{{app},result=\"failed\"}} {}",
+        tallies.reloads_failed.get()
+    );
+
+    let name = "dispatch_latency_seconds";
+    header(
+        &mut out,
+        name,
+        "histogram",
+        "Time from accept() to hand-over to a worker.",
+    );
+    let mut cumulative = 0;
+    for (bound, count) in BUCKETS.iter().zip(&stats.latency) {
+        cumulative += count.get();
+        let _ = writeln!(
+            out,
+            "sockherd_{name}_bucket{{{app},le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += stats.latency[BUCKETS.len()].get();
+    let _ = writeln!(
+        out,
+        "sockherd_{name}_bucket{{{app},le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "sockherd_{name}_sum{{{app}}} {}",
+        stats.latency_sum.get()
+    );
+    let _ = writeln!(out, "sockherd_{name}_count{{{app}}} {cumulative}");
+
+    let Some(status) = status else {
+        return out;
+    };
+    header(
+        &mut out,
+        "connections_total",
+        "counter",
+        "Connections dispatched since the manager started.",
+    );
+    let _ = writeln!(
+        out,
+        "sockherd_connections_total{{{app}}} {}",
+        status.connections
+    );
+    type Value = fn(&WorkerInfo) -> String;
+    let per_worker: [(&str, &str, &str, Value); 4] = [
+        (
+            "worker_connections_total",
+            "counter",
+            "Connections handed to this worker process.",
+            |w| w.connections.to_string(),
+        ),
+        (
+            "worker_restarts_total",
+            "counter",
+            "Restarts of this worker slot.",
+            |w| w.restarts.to_string(),
+        ),
+        (
+            "worker_rss_bytes",
+            "gauge",
+            "Resident memory of this worker process.",
+            |w| w.rss_bytes.to_string(),
+        ),
+        (
+            "worker_cpu_seconds_total",
+            "counter",
+            "CPU time (user + system) of this worker process.",
+            |w| (w.cpu_usec as f64 / 1e6).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in per_worker {
+        header(&mut out, name, kind, help);
+        for w in &status.workers {
+            let _ = writeln!(
+                out,
+                "sockherd_{name}{{{app},worker=\"{}\",pid=\"{}\"}} {}",
+                w.id,
+                w.pid,
+                value(w)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "worker_state",
+        "gauge",
+        "1 for the state each worker process is in.",
+    );
+    for w in &status.workers {
+        let _ = writeln!(
+            out,
+            "sockherd_worker_state{{{app},worker=\"{}\",pid=\"{}\",state=\"{}\"}} 1",
+            w.id, w.pid, w.state
+        );
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        out,
+        "# HELP sockherd_{name} {help}\n# TYPE sockherd_{name} {kind}"
+    );
+}
+
+/// Escapes a label value for the text format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
