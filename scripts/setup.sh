@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian 12 machine (run as root):
+# - systemd-container + mmdebstrap: the end-to-end suite boots a real systemd
+#   in a container (systemd-container pinned to the installed systemd version,
+#   so installing it does not upgrade the host's systemd);
+# - dbus, curl, python3, openssl, nodejs: real peers the tests talk to;
+# - wrk: the benchmarks' load generator.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/setup.sh: run as root (it installs Debian packages)" >&2
+    exit 1
+fi
+
+need=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for pkg in mmdebstrap dbus curl python3 openssl wrk procps iproute2; do
+    have "$pkg" || need+=("$pkg")
+done
+command -v node >/dev/null || need+=(nodejs)
+systemd_version=$(dpkg-query -W -f='${Version}' systemd)
+have systemd-container || need+=("systemd-container=$systemd_version")
+
+if [ "${#need[@]}" -eq 0 ]; then
+    echo "setup: everything is installed"
+    exit 0
+fi
+echo "setup: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+if ! apt-get install -y -qq --no-install-recommends "${need[@]}"; then
+    # The pinned version may have left the mirror; take the current one.
+    apt-get install -y -qq --no-install-recommends "${need[@]/systemd-container=*/systemd-container}"
+fi
