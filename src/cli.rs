@@ -69,6 +69,9 @@ pub struct Serve {
     #[arg(long, value_enum, default_value_t = journal::Target::Auto)]
     pub log: journal::Target,
 
+    #[command(flatten)]
+    pub bus: crate::bus::BusArgs,
+
     /// Log debug messages too.
     #[arg(long, short = 'v')]
     pub verbose: bool,

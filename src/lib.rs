@@ -31,6 +31,7 @@
 pub mod accept;
 pub mod activation;
 pub mod backoff;
+pub mod bus;
 pub mod channel;
 pub mod cli;
 pub mod dispatch;

@@ -17,13 +17,15 @@ use crate::dispatch::Dispatcher;
 use crate::listener::Listener;
 use crate::pool::{Outcome, Pool, Settings};
 use crate::spawn::{self, Spec};
-use crate::{accept, activation, shutdown};
+use crate::{accept, activation, bus, shutdown};
 
 /// Everything checked before anything starts, so bad input is one clear line.
 pub struct Prepared {
     listeners: Vec<Listener>,
     spec: Spec,
     settings: Settings,
+    /// Where the control interface goes.
+    bus: bus::Plan,
 }
 
 /// Validates the command line and takes the sockets. Errors are one line each.
@@ -71,7 +73,9 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
     if args.reload_batch == 0 {
         return Err("--reload-batch must be at least 1".into());
     }
+    let bus = bus::plan(&args.bus, &app)?;
     Ok(Prepared {
+        bus,
         listeners,
         spec: Spec {
             app,
@@ -119,6 +123,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
         listeners,
         spec,
         settings,
+        bus,
     } = prepared;
     for listener in &listeners {
         tracing::info!(socket = %listener.local, name = %listener.name, "listening on {} ({})", listener.local, listener.name);
@@ -136,6 +141,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
         tracing::error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
+    bus::start(bus, handle.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let accepting: Vec<_> = listeners
