@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a pool of workers behind the listening sockets.
     Serve(Serve),
+    #[command(flatten)]
+    Control(crate::control::Command),
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,7 @@ pub mod backoff;
 pub mod bus;
 pub mod channel;
 pub mod cli;
+pub mod control;
 pub mod dispatch;
 pub mod journal;
 pub mod listener;
