@@ -485,11 +485,11 @@ fn cpu_percent(pid: u32, started_usec: u64, now_usec: u64) -> Option<f64> {
     Some((cpu_ticks * 1_000_000 / TICKS_PER_SEC) as f64 * 100.0 / alive_usec as f64)
 }
 
-/// `512 B`, `3.4 MiB`.
+/// `512B`, `3.4MiB`: one word, so the table splits on whitespace.
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
-        return format!("{bytes} B");
+        return format!("{bytes}B");
     }
     let mut value = bytes as f64 / 1024.0;
     let mut unit = 0;
@@ -497,7 +497,7 @@ fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    format!("{value:.1} {}", UNITS[unit])
+    format!("{value:.1}{}", UNITS[unit])
 }
 
 /// `42s`, `5m`, `3h`, `2d`, as PM2 shows uptime.
@@ -526,8 +526,8 @@ mod tests {
 
     #[test]
     fn human_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 * 1024 * 1024 + 400 * 1024), "3.4 MiB");
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 + 400 * 1024), "3.4MiB");
         assert_eq!(human_duration(42), "42s");
         assert_eq!(human_duration(300), "5m");
         assert_eq!(human_duration(3 * 3600 + 5), "3h");
@@ -573,11 +573,8 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[1],
-            "id  pid   state  ↺  cpu  mem      connections  uptime"
+            "id  pid   state  ↺  cpu  mem     connections  uptime"
         );
-        assert_eq!(
-            lines[2],
-            "0   4242  ready  0  -    2.0 KiB  7            1m"
-        );
+        assert_eq!(lines[2], "0   4242  ready  0  -    2.0KiB  7            1m");
     }
 }
