@@ -484,9 +484,13 @@ impl Access {
             event = "dbus-denied",
             "D-Bus: refused {method} from uid {uid} ({sender})"
         );
+        let allowed = match allowed.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
         Err(Error::AccessDenied(format!(
-            "uid {uid} may not call {method}: only {} may change this app",
-            allowed.join(", ")
+            "uid {uid} may not call {method}: only {allowed} may change this app"
         )))
     }
 }
