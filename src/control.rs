@@ -208,6 +208,7 @@ fn explain(e: Error) -> String {
 
 /// A connection to one bus, and what is needed to find managers on it.
 struct Client {
+    /// Our own connection to the bus.
     connection: Connection,
     /// Which bus, for messages.
     bus: Bus,
@@ -247,28 +248,40 @@ impl Client {
     /// The manager of `app` (its `--name`, or its full bus name), or an error
     /// that lists the apps there are.
     async fn manager(&self, app: &str) -> Result<ManagerProxy<'static>, String> {
+        let name = self.resolve(app).await?;
+        self.proxy(&name).await
+    }
+
+    /// The bus name of `app`'s manager, if it is on the bus.
+    async fn resolve(&self, app: &str) -> Result<String, String> {
         let name = if app.starts_with(NAME_PREFIX) {
             app.to_owned()
         } else {
             bus_name(app)
         };
         let names = self.names().await?;
-        if !names.contains(&name) {
-            let known: Vec<&str> = names
-                .iter()
-                .map(|name| name.trim_start_matches(NAME_PREFIX))
-                .collect();
-            return Err(if known.is_empty() {
-                format!("no app {app:?} on {}: no sockherd apps run there", self.bus)
-            } else {
-                format!(
-                    "no app {app:?} on {}; apps there: {}",
-                    self.bus,
-                    known.join(", ")
-                )
-            });
+        if names.contains(&name) {
+            return Ok(name);
         }
-        let destination = BusName::try_from(name.clone()).map_err(|e| format!("{name:?}: {e}"))?;
+        let known: Vec<&str> = names
+            .iter()
+            .map(|name| name.trim_start_matches(NAME_PREFIX))
+            .collect();
+        Err(if known.is_empty() {
+            format!("no app {app:?} on {}: no sockherd apps run there", self.bus)
+        } else {
+            format!(
+                "no app {app:?} on {}; apps there: {}",
+                self.bus,
+                known.join(", ")
+            )
+        })
+    }
+
+    /// A proxy for the manager that owns `name`.
+    async fn proxy(&self, name: &str) -> Result<ManagerProxy<'static>, String> {
+        let destination =
+            BusName::try_from(name.to_owned()).map_err(|e| format!("{name:?}: {e}"))?;
         ManagerProxy::builder(&self.connection)
             .destination(destination)
             .map_err(|e| format!("{name}: {e}"))?
@@ -279,10 +292,13 @@ impl Client {
     }
 }
 
-/// One app, as `status --json` prints it.
+/// One app, as `status --json` prints it: the interface's properties in
+/// snake case, and its worker processes.
 #[derive(Debug, Serialize)]
 struct AppStatus {
+    /// `App`, the name as given to `--name`.
     app: String,
+    /// `io.sockherd.<app>`, what other tools address it by.
     bus_name: String,
     state: String,
     /// Workers wanted.
@@ -292,7 +308,9 @@ struct AppStatus {
     connections: u64,
     restarts: u32,
     generation: u32,
+    /// `GaveUp`, as numbers.
     gave_up: Vec<u32>,
+    /// `ListWorkers`, by id.
     processes: Vec<Process>,
 }
 
@@ -305,6 +323,7 @@ struct Process {
     restarts: u32,
     /// µs since the Unix epoch.
     started_usec: u64,
+    /// Seconds since it started, by this host's clock.
     uptime_secs: u64,
     rss_bytes: u64,
     connections: u64,
@@ -315,17 +334,14 @@ struct Process {
 async fn status(args: StatusArgs) -> Result<ExitCode, String> {
     let client = Client::connect(&args.target).await?;
     let names = match &args.app {
-        Some(app) => {
-            let manager = client.manager(app).await?;
-            vec![manager.inner().destination().to_string()]
-        }
+        Some(app) => vec![client.resolve(app).await?],
         None => client.names().await?,
     };
     let mut apps = Vec::new();
     let mut code = ExitCode::SUCCESS;
     for name in names {
         let app = async {
-            let manager = client.manager(&name).await?;
+            let manager = client.proxy(&name).await?;
             read_status(&name, &manager)
                 .await
                 .map_err(|e| format!("{name}: {e}"))

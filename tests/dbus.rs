@@ -70,8 +70,11 @@ fn stop(child: &mut Child) {
 
 /// A private bus with the system bus's rules and sockherd's policy file.
 struct Daemon {
+    /// The `dbus-daemon` process, stopped on drop.
     child: Child,
+    /// What clients connect to, as the daemon printed it.
     address: String,
+    /// Holds the config, the socket and the managers' logs.
     dir: TempDir,
 }
 
@@ -170,17 +173,23 @@ fn free_port() -> u16 {
 
 /// A running `sockherd serve`, stopped on drop.
 struct Manager {
+    /// The `sockherd serve` process, stopped on drop.
     child: Child,
+    /// Where it listens, on 127.0.0.1.
     port: u16,
     /// The well-known name it should own.
     name: String,
+    /// The bus it was pointed at.
     address: String,
+    /// Its stderr, to check what it logged.
     log: PathBuf,
 }
 
 /// How to start a manager.
 struct Setup<'a> {
+    /// `--name`.
     app: &'a str,
+    /// `--workers`; also what "ready" means when waiting for it.
     workers: u32,
     /// Extra `serve` options.
     options: Vec<String>,
@@ -412,7 +421,7 @@ impl Drop for Manager {
     }
 }
 
-/// One row of `ListWorkers`.
+/// One row of `ListWorkers` (`(uusuttt)`), the fields the tests look at.
 #[derive(Debug, Clone)]
 struct Worker {
     id: u32,
