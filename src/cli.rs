@@ -22,7 +22,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a pool of workers behind the listening sockets.
-    Serve(Serve),
+    Serve(Box<Serve>),
+    #[command(flatten)]
+    Control(crate::control::Command),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -89,6 +91,9 @@ pub struct Serve {
     /// Where logs go: the journal when run by systemd, stderr otherwise.
     #[arg(long, value_enum, default_value_t = journal::Target::Auto)]
     pub log: journal::Target,
+
+    #[command(flatten)]
+    pub bus: crate::bus::BusArgs,
 
     /// Log debug messages too.
     #[arg(long, short = 'v')]

@@ -31,9 +31,11 @@
 pub mod accept;
 pub mod activation;
 pub mod backoff;
+pub mod bus;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod journal;
 pub mod listener;

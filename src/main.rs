@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sockherd::cli::{Cli, Command};
-use sockherd::{journal, serve};
+use sockherd::{control, journal, serve};
 use tracing::level_filters::LevelFilter;
 
 fn main() -> ExitCode {
@@ -28,5 +28,6 @@ fn main() -> ExitCode {
             }
             serve::run(prepared)
         }
+        Command::Control(command) => control::run(command),
     }
 }

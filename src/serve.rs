@@ -18,7 +18,7 @@ use crate::dispatch::Dispatcher;
 use crate::listener::Listener;
 use crate::pool::{Outcome, Pool, Reconfigure, Settings};
 use crate::spawn::{self, Spec};
-use crate::{accept, activation, metrics, shutdown};
+use crate::{accept, activation, bus, metrics, shutdown};
 
 /// The name of the socket that serves metrics instead of being dispatched.
 const METRICS: &str = "metrics";
@@ -32,6 +32,8 @@ pub struct Prepared {
     settings: Settings,
     /// Re-reads the config file for a reload, when one is used.
     reconfigure: Option<Reconfigure>,
+    /// Where the control interface goes.
+    bus: bus::Plan,
 }
 
 /// Validates the command line (and config file) and takes the sockets.
@@ -75,12 +77,14 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
     if listeners.is_empty() {
         return Err("the only socket is the metrics socket: nothing to dispatch".into());
     }
+    let bus = bus::plan(&args.bus, &spec.app)?;
     let reconfigure = args.config.as_ref().map(|_| {
         let args = args.clone();
         let app = spec.app.clone();
         Box::new(move || configure(&args, Some(&app))) as Reconfigure
     });
     Ok(Prepared {
+        bus,
         listeners,
         metrics,
         spec,
@@ -176,6 +180,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
         spec,
         settings,
         reconfigure,
+        bus,
     } = prepared;
     for listener in &listeners {
         tracing::info!(
@@ -205,6 +210,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
         tracing::error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
+    bus::start(bus, handle.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let accepting: Vec<_> = listeners
