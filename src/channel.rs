@@ -213,8 +213,27 @@ fn recv_datagram(fd: RawFd, buf: &mut [u8]) -> io::Result<Datagram> {
         return Ok(Datagram::Truncated);
     }
     match msg.bytes {
-        0 => Ok(Datagram::Closed),
+        // Seqpacket carries messages of zero bytes too: a read of nothing is
+        // the end only if the worker hung up, or a live worker would drop out
+        // of the ring for good without being replaced.
+        0 if peer_hung_up(fd) => Ok(Datagram::Closed),
         len => Ok(Datagram::Message { len, had_fds }),
+    }
+}
+
+/// Whether the worker's end of the channel is closed. If that cannot be
+/// told, it is taken as closed.
+fn peer_hung_up(fd: RawFd) -> bool {
+    let mut poll = nix::libc::pollfd {
+        fd,
+        events: nix::libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; no waiting.
+    match unsafe { nix::libc::poll(&mut poll, 1, 0) } {
+        0 => false,
+        1 => poll.revents & (nix::libc::POLLHUP | nix::libc::POLLRDHUP) != 0,
+        _ => true,
     }
 }
 
@@ -230,6 +249,27 @@ mod tests {
         assert!(parse_notice(b"WATCHDOG=1").unwrap().heartbeat);
         assert!(parse_notice(b"STOPPING=1\n").unwrap().stopping);
         assert_eq!(parse_notice(b"FUTURE_KEY=x").unwrap(), Notice::default());
+    }
+
+    #[tokio::test]
+    async fn an_empty_message_is_not_the_end() {
+        let (manager, worker) = pair().unwrap();
+        let channel = Channel::new(manager).unwrap();
+        let send = |m: &[u8]| {
+            sendmsg::<UnixAddr>(
+                worker.as_raw_fd(),
+                &[IoSlice::new(m)],
+                &[],
+                MsgFlags::empty(),
+                None,
+            )
+        };
+        send(b"").unwrap();
+        send(b"READY=1").unwrap();
+        assert_eq!(channel.recv().await.unwrap(), Some(Ok(Notice::default())));
+        assert!(channel.recv().await.unwrap().unwrap().unwrap().ready);
+        drop(worker);
+        assert_eq!(channel.recv().await.unwrap(), None);
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! `rogue`: a sockherd worker that misbehaves on purpose, for the integration
+//! tests in `tests/`. They check that the manager survives each fault, replaces
+//! the worker and keeps serving.
+//!
+//! `rogue MODE` where MODE is:
+//! - `serve`: no fault, the baseline the other modes depart from: ready, answer
+//!   every connection, exit 0 on `SHUTDOWN=1`;
+//! - `garbage`: after the first connection, send `hello` (not `KEY=VALUE`);
+//! - `oversized`: after the first connection, send a 10 KiB `STATUS=` message;
+//! - `empty-message`: after the first connection, send a message of zero
+//!   bytes, then `STATUS=sent an empty message`, and keep serving;
+//! - `crash-at-start`: exit 1 at once;
+//! - `stopping-after N`: after N connections send `STOPPING=1`, serve what was
+//!   handed over until `SHUTDOWN=1`, exit 0;
+//! - `ignore-shutdown`: serve, but never exit after `SHUTDOWN=1`;
+//! - `never-ready`: never send `READY=1`.
+//!
+//! Every answer is a minimal HTTP/1.1 response (`Connection: close`) whose body
+//! names the worker like the `hello` example does, plus the listening socket:
+//! `hello from worker 2 (pid 4242) on http`.
+
+use std::io;
+use std::process::ExitCode;
+
+use sockherd_worker::{Listener, Stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const USAGE: &str = "usage: rogue serve|garbage|oversized|empty-message|crash-at-start|stopping-after N|ignore-shutdown|never-ready";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Serve,
+    Garbage,
+    Oversized,
+    EmptyMessage,
+    CrashAtStart,
+    StoppingAfter(u64),
+    IgnoreShutdown,
+    NeverReady,
+}
+
+impl Mode {
+    fn from_args(args: &[String]) -> Option<Mode> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Some(match args[..] {
+            ["serve"] => Mode::Serve,
+            ["garbage"] => Mode::Garbage,
+            ["oversized"] => Mode::Oversized,
+            ["empty-message"] => Mode::EmptyMessage,
+            ["crash-at-start"] => Mode::CrashAtStart,
+            ["stopping-after", n] => Mode::StoppingAfter(n.parse().ok()?),
+            ["ignore-shutdown"] => Mode::IgnoreShutdown,
+            ["never-ready"] => Mode::NeverReady,
+            _ => return None,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(mode) = Mode::from_args(&args) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    if mode == Mode::CrashAtStart {
+        eprintln!("rogue: crashing at start, as asked");
+        return ExitCode::FAILURE;
+    }
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|runtime| runtime.block_on(run(mode)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rogue: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(mode: Mode) -> io::Result<()> {
+    let listener = Listener::from_env()?;
+    if mode == Mode::NeverReady {
+        return std::future::pending().await;
+    }
+    let me = format!(
+        "worker {} (pid {})",
+        sockherd_worker::worker_id().map_or("?".into(), |id| id.to_string()),
+        std::process::id()
+    );
+    listener.ready()?;
+    let mut served = 0;
+    while let Some(conn) = listener.accept().await? {
+        answer(
+            conn.stream,
+            &format!("hello from {me} on {}\n", conn.socket),
+        )
+        .await;
+        served += 1;
+        match mode {
+            Mode::Garbage if served == 1 => listener.notify("hello")?,
+            Mode::Oversized if served == 1 => {
+                listener.notify(&format!("STATUS={}", "x".repeat(10 * 1024)))?
+            }
+            Mode::EmptyMessage if served == 1 => {
+                listener.notify("")?;
+                listener.notify("STATUS=sent an empty message")?;
+            }
+            Mode::StoppingAfter(n) if served == n => listener.stopping()?,
+            _ => {}
+        }
+    }
+    if mode == Mode::IgnoreShutdown {
+        // Nothing is written here: with the manager gone, a write to the
+        // stderr pipe would fail and end the process.
+        std::future::pending::<()>().await;
+    }
+    Ok(())
+}
+
+/// Reads one request head and answers it; errors and heads over 16 KiB just
+/// end the connection.
+async fn answer(mut stream: Stream, body: &str) {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,242 @@
+//! Dispatch: round-robin order, every kind of listening socket (bound with
+//! `--listen`, passed by systemd, passed by `systemd-socket-activate`), and
+//! what each worker is given.
+
+mod common;
+
+use std::net::{Ipv6Addr, TcpListener};
+use std::os::fd::AsRawFd;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+/// Nine sequential requests to three ready workers go 0, 1, 2, 0, 1, 2, ….
+fn assert_round_robin(addr: &Addr) {
+    let ids: Vec<u32> = (0..9).map(|_| hit(addr).0).collect();
+    assert_eq!(ids, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn round_robin_over_a_bound_socket() {
+    let manager = serve(&["--listen", "127.0.0.1:0", "-w", "3"], &hello());
+    let addr = manager.listening(1).remove(0);
+    manager.wait_ready(3);
+    assert_round_robin(&addr);
+}
+
+#[test]
+fn round_robin_over_a_passed_socket() {
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = Addr::Tcp(socket.local_addr().unwrap());
+    let manager = serve_activated(&[("http", socket.as_raw_fd())], &[], &["-w", "3"], &hello());
+    manager.wait_ready(3);
+    assert_round_robin(&addr);
+}
+
+#[test]
+fn under_systemd_socket_activate() {
+    let (manager, addr) = socket_activate(&["-w", "3"], &hello());
+    // The first connection makes systemd-socket-activate exec the manager;
+    // it waits in the socket's queue until a worker is ready.
+    let (first, _) = hit(&addr);
+    manager.wait_ready(3);
+    let ids: Vec<u32> = (0..9).map(|_| hit(&addr).0).collect();
+    let start = ids[0];
+    assert!(first < 3);
+    assert_eq!(
+        ids,
+        (0..9).map(|i| (start + i) % 3).collect::<Vec<_>>(),
+        "not round-robin"
+    );
+}
+
+#[test]
+fn unix_socket() {
+    let dir = TempDir::new();
+    let path = dir.path().join("app.sock");
+    let mut manager = serve(&["--listen", path.to_str().unwrap(), "-w", "2"], &hello());
+    let addr = manager.listening(1).remove(0);
+    assert_eq!(addr, Addr::Unix(path.clone()));
+    manager.wait_ready(2);
+    let ids: Vec<u32> = (0..4).map(|_| hit(&addr).0).collect();
+    assert_eq!(ids, [0, 1, 0, 1]);
+    manager.signal(Signal::SIGTERM);
+    assert!(manager.wait_exit().success());
+    assert!(!path.exists(), "the socket file it created is left behind");
+}
+
+#[test]
+fn ipv6() {
+    let manager = serve(&["--listen", "[::1]:0", "-w", "2"], &hello());
+    let addr = manager.listening(1).remove(0);
+    match &addr {
+        Addr::Tcp(sa) => assert_eq!(sa.ip(), Ipv6Addr::LOCALHOST),
+        other => panic!("listening on {other:?}"),
+    }
+    manager.wait_ready(2);
+    let ids: Vec<u32> = (0..4).map(|_| hit(&addr).0).collect();
+    assert_eq!(ids, [0, 1, 0, 1]);
+}
+
+/// Each connection reaches a worker with the name of the socket it came in on.
+fn assert_names(sockets: &[(&str, Addr)]) {
+    for _ in 0..2 {
+        for (name, addr) in sockets {
+            let response = get(addr, "/").unwrap();
+            assert_eq!(response.status, 200);
+            assert!(
+                response.body.trim_end().ends_with(&format!(" on {name}")),
+                "{name}: {response:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_bound_sockets() {
+    let dir = TempDir::new();
+    let path = dir.path().join("admin.sock");
+    let manager = serve(
+        &[
+            "--listen",
+            "web=127.0.0.1:0",
+            "--listen",
+            &format!("admin={}", path.display()),
+            "-w",
+            "2",
+        ],
+        &rogue(&["serve"]),
+    );
+    let addrs = manager.listening(2);
+    manager.wait_ready(2);
+    assert_eq!(addrs[1], Addr::Unix(path));
+    assert_names(&[("web", addrs[0].clone()), ("admin", addrs[1].clone())]);
+}
+
+#[test]
+fn two_passed_sockets() {
+    let http = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = TcpListener::bind("[::1]:0").unwrap();
+    let manager = serve_activated(
+        &[("http", http.as_raw_fd()), ("admin", admin.as_raw_fd())],
+        &[],
+        &["-w", "2"],
+        &rogue(&["serve"]),
+    );
+    manager.wait_ready(2);
+    assert_names(&[
+        ("http", Addr::Tcp(http.local_addr().unwrap())),
+        ("admin", Addr::Tcp(admin.local_addr().unwrap())),
+    ]);
+}
+
+#[test]
+fn worker_environment() {
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = Addr::Tcp(socket.local_addr().unwrap());
+    // What systemd gives a service that must not reach its workers.
+    let manager_only = [
+        ("NOTIFY_SOCKET", "/nonexistent/notify"),
+        ("WATCHDOG_USEC", "30000000"),
+        ("WATCHDOG_PID", "1"),
+        ("JOURNAL_STREAM", "8:12345"),
+    ];
+    let mut env = manager_only.to_vec();
+    env.push(("SOCKHERD_TEST_INHERITED", "yes"));
+    let manager = serve_activated(
+        &[("http", socket.as_raw_fd())],
+        &env,
+        &["--name", "shop", "-w", "2"],
+        &hello(),
+    );
+    manager.wait_ready(2);
+    let listening_inode = format!(
+        "socket:[{}]",
+        nix::sys::stat::fstat(socket.as_raw_fd()).unwrap().st_ino
+    );
+    for _ in 0..2 {
+        let (id, pid) = hit(&addr);
+        let vars = environ(pid);
+        let var = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let id = id.to_string();
+        assert_eq!(var("SOCKHERD_WORKER_ID"), Some(id.as_str()));
+        assert_eq!(var("NODE_APP_INSTANCE"), Some(id.as_str()));
+        assert_eq!(var("SOCKHERD_APP"), Some("shop"));
+        assert_eq!(var("SOCKHERD_CHANNEL_FD"), Some("3"));
+        assert_eq!(var("SOCKHERD_PROTOCOL"), Some("1"));
+        assert_eq!(var("SOCKHERD_TEST_INHERITED"), Some("yes"));
+        for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]
+            .into_iter()
+            .chain(manager_only.iter().map(|(k, _)| *k))
+        {
+            assert_eq!(var(name), None, "{name} reached worker {id}");
+        }
+        assert_eq!(
+            process_group(pid),
+            pid,
+            "worker {id} leads no process group"
+        );
+        let fds = fds(pid);
+        assert!(
+            fds.iter()
+                .any(|(fd, target)| *fd == 3 && target.starts_with("socket:")),
+            "no channel at fd 3: {fds:?}"
+        );
+        assert!(
+            !fds.iter().any(|(_, target)| *target == listening_inode),
+            "worker {id} inherited the listening socket: {fds:?}"
+        );
+    }
+}
+
+#[test]
+fn app_name_defaults_to_the_program_name() {
+    let manager = serve(&["--listen", "127.0.0.1:0", "-w", "1"], &hello());
+    let addr = manager.listening(1).remove(0);
+    manager.wait_ready(1);
+    let (_, pid) = hit(&addr);
+    assert!(environ(pid).contains(&("SOCKHERD_APP".into(), "hello".into())));
+}
+
+#[test]
+fn the_python_example_serves() {
+    let dir = TempDir::new();
+    let path = dir.path().join("py.sock");
+    let mut manager = serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            path.to_str().unwrap(),
+            "-w",
+            "2",
+        ],
+        &python_worker(),
+    );
+    let addrs = manager.listening(2);
+    manager.wait_ready(2);
+    let mut ids = Vec::new();
+    for addr in addrs.iter().cycle().take(4) {
+        let response = get(addr, "/").unwrap();
+        assert_eq!(response.status, 200);
+        assert!(
+            response.body.starts_with("hello from python worker "),
+            "{response:?}"
+        );
+        ids.push(response.worker().0);
+    }
+    assert_eq!(ids, [0, 1, 0, 1]);
+    let pids = manager.worker_pids();
+    manager.signal(Signal::SIGTERM);
+    assert!(manager.wait_exit().success());
+    assert!(
+        manager.events("worker-kill-timeout").is_empty(),
+        "the Python worker did not exit on SHUTDOWN=1"
+    );
+    assert_eq!(manager.events("worker-exited").len(), 2);
+    wait_gone(&pids);
+}
