@@ -9,6 +9,10 @@
 //! connection it has and stops calling `accept()`: the kernel's backlog (or
 //! systemd's, for an activated socket) holds the rest, and nothing is refused
 //! while the queue has room. It resumes as soon as a worker joins the ring.
+//!
+//! Connections a worker hands back undelivered (a Node.js app refused one, or
+//! died holding it) come back to the loop of the socket they were accepted on,
+//! and go out again before anything new is accepted.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,10 +22,11 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{accept4, SockFlag};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{spawn_local, JoinHandle};
 use tokio::time::sleep;
 
-use crate::dispatch::{Dispatcher, Stall};
+use crate::dispatch::{Dispatcher, Socket, Stall};
 use crate::listener::Listener;
 
 /// Connections accepted in one go before yielding to other tasks, so a busy
@@ -35,10 +40,23 @@ const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 /// (a worker joining the ring also wakes us).
 const BUSY_RETRY: Duration = Duration::from_millis(2);
 
+/// Registers `listener` with the dispatcher (so workers can ask for it from
+/// the start) and runs its accept loop until `stop` turns true.
+pub fn spawn(
+    listener: Listener,
+    dispatcher: Rc<Dispatcher>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<io::Result<()>> {
+    let (socket, returned) = dispatcher.add_socket(&listener.name, listener.local.clone());
+    spawn_local(run(Rc::new(listener), socket, returned, dispatcher, stop))
+}
+
 /// Runs until `stop` turns true. The listening socket is never shut down; it is
 /// only closed when the manager is done with it (systemd keeps its own copy).
-pub async fn run(
+async fn run(
     listener: Rc<Listener>,
+    socket: Rc<Socket>,
+    mut returned: mpsc::UnboundedReceiver<OwnedFd>,
     dispatcher: Rc<Dispatcher>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
@@ -49,11 +67,15 @@ pub async fn run(
     // SAFETY: `listener` owns the fd and outlives `fd`, which is dropped first
     // when this function returns.
     let fd = unsafe { AsyncFd::register(listener.fd.as_raw_fd()) }.map_err(std::io::Error::from)?;
-    let message = format!("CONN={}", listener.name).into_bytes();
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => return Ok(()),
+            Some(conn) = returned.recv() => {
+                if !hand_over(conn, &socket, &dispatcher, &mut stop).await {
+                    return Ok(());
+                }
+            }
             guard = fd.readable() => {
                 let mut guard = guard?;
                 for _ in 0..BATCH {
@@ -62,7 +84,7 @@ pub async fn run(
                             // SAFETY: accept4 just returned this fd; nothing else owns it.
                             let conn = unsafe { OwnedFd::from_raw_fd(raw) };
                             let accepted = Instant::now();
-                            if !hand_over(conn, &message, &dispatcher, &mut stop).await {
+                            if !hand_over(conn, &socket, &dispatcher, &mut stop).await {
                                 return Ok(());
                             }
                             dispatcher.stats.dispatched(accepted.elapsed());
@@ -103,13 +125,13 @@ pub async fn run(
 /// connection is then closed, which the client sees as a reset.
 async fn hand_over(
     conn: OwnedFd,
-    message: &[u8],
+    socket: &Socket,
     dispatcher: &Dispatcher,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut conn = conn;
     loop {
-        match dispatcher.dispatch(conn, message) {
+        match dispatcher.dispatch(conn, socket) {
             Ok(()) => return true,
             Err((back, stall)) => {
                 conn = back;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::journal;
 use crate::listener::ListenAddr;
+use crate::node::NodeArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,6 +99,10 @@ pub struct Serve {
     /// Log debug messages too.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+
+    /// How workers are talked to (Node.js apps run unmodified).
+    #[command(flatten)]
+    pub node: NodeArgs,
 
     /// The worker command and its arguments (or `command` in --config).
     #[arg(last = true, value_name = "COMMAND")]

@@ -11,6 +11,10 @@
 //! round-robin order, by sending its fd over that channel ([`dispatch`]). The
 //! worker serves it; the manager has already closed its own copy.
 //!
+//! Workers need not speak sockherd's protocol: an unmodified Node.js app runs
+//! as cluster workers of the manager itself, which speaks Node's cluster IPC
+//! ([`node`]). [`transport`] is where the two meet.
+//!
 //! # The life of a worker
 //!
 //! A worker starts, says `READY=1` and joins the dispatch ring; it may send
@@ -40,10 +44,12 @@ pub mod dispatch;
 pub mod journal;
 pub mod listener;
 pub mod metrics;
+pub mod node;
 pub mod output;
 pub mod pool;
 pub mod report;
 pub mod serve;
 pub mod shutdown;
 pub mod spawn;
+pub mod transport;
 pub mod worker;

@@ -11,8 +11,9 @@
 //! Reload, restart and scale-up are all *replacements*: start a new worker,
 //! wait for `READY=1`, only then take the old one out of the ring and drain it.
 //! If the new one fails to become ready, it is killed and the old one keeps
-//! serving. Scale-down and shutdown drain: out of the ring first, then
-//! `SHUTDOWN=1`, then SIGKILL at the kill timeout.
+//! serving. Scale-down and shutdown drain: out of the ring first, then asked
+//! to stop (`SHUTDOWN=1`; see [`Transport::ask_to_stop`]), then SIGKILL at the
+//! kill timeout.
 //!
 //! The accept loops never go through here: the pool only adds workers to and
 //! removes them from the [`Dispatcher`]'s ring, and dispatch runs on its own.
@@ -30,7 +31,7 @@ use tokio::task::spawn_local;
 use tokio::time::sleep_until;
 
 use crate::backoff::{Limit, Verdict};
-use crate::channel::{Channel, Garbage, Notice};
+use crate::channel::{Garbage, Notice};
 use crate::dispatch::{Dispatcher, Route};
 use crate::journal::Stream;
 use crate::output;
@@ -38,6 +39,7 @@ use crate::report::{
     Event, Handle, PoolState, Reply, Request, RequestError, Snapshot, Status, WorkerInfo,
 };
 use crate::spawn::{self, Spec};
+use crate::transport::{Peer, Transport};
 use crate::worker::{Slot, SlotState, State, Worker};
 
 /// How long to wait for workers to be reaped after SIGKILL before giving up on them.
@@ -424,20 +426,26 @@ impl Pool {
                 return None;
             }
         };
-        let channel = match Channel::new(spawned.channel) {
-            Ok(channel) => Rc::new(channel),
-            Err(e) => {
-                tracing::error!(
-                    worker_id = id,
-                    "cannot watch the channel of worker {id}: {e}"
-                );
-                let _ = killpg(Pid::from_raw(spawned.pid as i32), Signal::SIGKILL);
-                self.crashed(id, Duration::ZERO);
-                return None;
-            }
-        };
         let pid = spawned.pid;
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
+        let peer = Peer {
+            id,
+            pid,
+            signals: signal_tx.clone(),
+        };
+        let transport =
+            match Transport::open(&self.spec.protocol, spawned.channel, peer, &self.dispatcher) {
+                Ok(transport) => transport,
+                Err(e) => {
+                    tracing::error!(
+                        worker_id = id,
+                        "cannot watch the channel of worker {id}: {e}"
+                    );
+                    let _ = killpg(Pid::from_raw(spawned.pid as i32), Signal::SIGKILL);
+                    self.crashed(id, Duration::ZERO);
+                    return None;
+                }
+            };
         let tasks = vec![
             spawn_local(watch_process(
                 serial,
@@ -447,7 +455,7 @@ impl Pool {
             )),
             spawn_local(read_channel(
                 serial,
-                Rc::clone(&channel),
+                transport.clone(),
                 self.worker_events_tx.clone(),
             )),
             spawn_local(output::forward(spawned.stdout, Stream::Stdout, id, pid)),
@@ -456,7 +464,7 @@ impl Pool {
         let route = Rc::new(Route {
             serial,
             id,
-            channel,
+            transport,
             dispatched: Cell::new(0),
         });
         let deadline = Instant::now() + self.settings.ready_timeout;
@@ -609,8 +617,7 @@ impl Pool {
             worker.id,
             worker.pid
         );
-        // A full channel means the worker is not reading: it gets the kill timeout.
-        let _ = worker.route.channel.try_send(b"SHUTDOWN=1");
+        worker.route.transport.ask_to_stop();
         worker.state = State::Draining { kill_at };
     }
 
@@ -1187,11 +1194,7 @@ async fn watch_process(
 }
 
 /// Forwards what a worker says on its channel until it closes or misbehaves.
-async fn read_channel(
-    serial: u64,
-    channel: Rc<Channel>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
-) {
+async fn read_channel(serial: u64, channel: Transport, events: mpsc::UnboundedSender<WorkerEvent>) {
     loop {
         let event = match channel.recv().await {
             Ok(Some(Ok(notice))) => WorkerEvent::Notice(serial, notice),

@@ -18,7 +18,8 @@ use crate::dispatch::Dispatcher;
 use crate::listener::Listener;
 use crate::pool::{Outcome, Pool, Reconfigure, Settings};
 use crate::spawn::{self, Spec};
-use crate::{accept, activation, bus, metrics, shutdown};
+use crate::transport::Protocol;
+use crate::{accept, activation, bus, metrics, node, shutdown};
 
 /// The name of the socket that serves metrics instead of being dispatched.
 const METRICS: &str = "metrics";
@@ -101,10 +102,24 @@ fn configure(args: &Serve, app: Option<&str>) -> Result<(Spec, Settings), String
         None => config::Overrides::default(),
     };
     let command = file.command.clone().unwrap_or_else(|| args.command.clone());
-    let (program, rest) = command
+    let (given, rest) = command
         .split_first()
         .ok_or("no worker command: give it after -- (or as `command` in --config)")?;
-    let program = spawn::resolve(program)?;
+    let program = spawn::resolve(given)?;
+    let kill_timeout = file.kill_timeout.unwrap_or(args.kill_timeout);
+    let protocol = match args.node.mode(given, &program) {
+        Some(mode) => Protocol::Node(Rc::new(node::App::new(
+            mode,
+            args.node.wait_ready,
+            args.node.shutdown_message,
+            kill_timeout,
+        ))),
+        None if args.node.wait_ready || args.node.shutdown_message => return Err(
+            "--wait-ready and --shutdown-message apply to Node.js workers only (see --protocol)"
+                .into(),
+        ),
+        None => Protocol::Native,
+    };
     let app = match (app, &args.name) {
         (Some(app), _) => app.to_owned(),
         (None, Some(name)) => name.clone(),
@@ -134,12 +149,13 @@ fn configure(args: &Serve, app: Option<&str>) -> Result<(Spec, Settings), String
             program,
             args: rest.to_vec(),
             heartbeat_interval: heartbeat_timeout.map(|t| t / 2),
+            protocol,
         },
         Settings {
             workers,
             max_workers,
             ready_timeout: file.ready_timeout.unwrap_or(args.ready_timeout),
-            kill_timeout: file.kill_timeout.unwrap_or(args.kill_timeout),
+            kill_timeout,
             limit: Limit {
                 max_restarts: file.max_restarts.unwrap_or(args.max_restarts),
                 window: file.restart_window.unwrap_or(args.restart_window),
@@ -195,8 +211,9 @@ async fn serve(prepared: Prepared) -> ExitCode {
     let dispatcher = Rc::new(Dispatcher::new(broken_tx));
     tracing::info!(
         app = %spec.app,
-        "starting {} workers: {}",
+        "starting {} workers ({} protocol): {}",
         settings.workers,
+        spec.protocol.name(),
         spec.program.display()
     );
     let (pool, handle) = Pool::new(
@@ -215,13 +232,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
     let (stop_tx, stop_rx) = watch::channel(false);
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|listener| {
-            spawn_local(accept::run(
-                Rc::new(listener),
-                Rc::clone(&dispatcher),
-                stop_rx.clone(),
-            ))
-        })
+        .map(|listener| accept::spawn(listener, Rc::clone(&dispatcher), stop_rx.clone()))
         .collect();
 
     if let Some(listener) = metrics {

@@ -1,12 +1,13 @@
 //! Starting a worker process: its command, environment, channel and fate.
 //!
 //! Every worker is started the same way:
-//! - its channel end is fd 3 (`SOCKHERD_CHANNEL_FD=3`); nothing else is
+//! - its channel end is fd 3 (`SOCKHERD_CHANNEL_FD=3`, or `NODE_CHANNEL_FD=3`
+//!   for a Node.js app: see [`Protocol`]); nothing else is
 //!   inherited but stdin (`/dev/null`) and stdout/stderr (pipes to the manager);
 //! - the socket-activation and notify variables meant for the manager are
 //!   stripped, and `SOCKHERD_WORKER_ID`, `NODE_APP_INSTANCE`, `SOCKHERD_APP`,
-//!   `SOCKHERD_PROTOCOL` (and `SOCKHERD_HEARTBEAT_USEC` when heartbeats are
-//!   checked) are set;
+//!   the protocol's variables (`SOCKHERD_PROTOCOL`, …) and
+//!   `SOCKHERD_HEARTBEAT_USEC` (when heartbeats are checked) are set;
 //! - it leads its own process group, so a terminal's Ctrl-C reaches only the
 //!   manager (which then drains the workers in order) and a kill reaches the
 //!   worker's own children too;
@@ -23,7 +24,7 @@ use std::process::Stdio;
 use nix::libc;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
-use crate::channel::{self, PROTOCOL_VERSION};
+use crate::transport::Protocol;
 
 /// The fd number of the channel in every worker.
 pub const CHANNEL_FD: i32 = 3;
@@ -51,6 +52,8 @@ pub struct Spec {
     /// How often workers should send `WATCHDOG=1` (`--heartbeat-timeout` / 2),
     /// passed as `SOCKHERD_HEARTBEAT_USEC`; the worker crate does it by itself.
     pub heartbeat_interval: Option<std::time::Duration>,
+    /// What the workers speak on their channel.
+    pub protocol: Protocol,
 }
 
 /// A worker process just started.
@@ -97,7 +100,7 @@ pub fn resolve(program: &OsString) -> Result<PathBuf, String> {
 
 /// Starts worker `id` of the app.
 pub fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
-    let (manager_end, worker_end) = channel::pair()?;
+    let (manager_end, worker_end) = spec.protocol.channel_pair()?;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .stdin(Stdio::null())
@@ -109,9 +112,10 @@ pub fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
     }
     cmd.env("SOCKHERD_WORKER_ID", id.to_string())
         .env("NODE_APP_INSTANCE", id.to_string())
-        .env("SOCKHERD_APP", &spec.app)
-        .env("SOCKHERD_CHANNEL_FD", CHANNEL_FD.to_string())
-        .env("SOCKHERD_PROTOCOL", PROTOCOL_VERSION.to_string());
+        .env("SOCKHERD_APP", &spec.app);
+    for (var, value) in spec.protocol.worker_env(id, CHANNEL_FD) {
+        cmd.env(var, value);
+    }
     match spec.heartbeat_interval {
         Some(every) => cmd.env("SOCKHERD_HEARTBEAT_USEC", every.as_micros().to_string()),
         None => cmd.env_remove("SOCKHERD_HEARTBEAT_USEC"),
