@@ -649,9 +649,8 @@ impl Manager {
     #[zbus(property(emits_changed_signal = "false"))]
     async fn connections(&self) -> zbus::fdo::Result<u64> {
         self.pool
-            .ask(Request::Status)
+            .ask(Request::Connections)
             .await
-            .map(|status| status.connections)
             .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
     }
 

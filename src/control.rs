@@ -476,29 +476,15 @@ fn table(app: &AppStatus) -> String {
     out
 }
 
-/// The CPU time the kernel reports in, per second (`USER_HZ`, 100 on Linux).
-const TICKS_PER_SEC: u64 = 100;
-
 /// Average CPU use of `pid` since it started, if it is the process the
 /// manager reported (same start time, to 2 s) and runs on this host.
 fn cpu_percent(pid: u32, started_usec: u64, now_usec: u64) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name (which may hold spaces and parens):
-    // utime is field 14, stime 15, starttime 22; here they are 11, 12, 19.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
-    let cpu_ticks = field(11)? + field(12)?;
-    let start_ticks = field(19)?;
-    let boot_secs: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())?;
-    let start_usec = boot_secs * 1_000_000 + start_ticks * 1_000_000 / TICKS_PER_SEC;
-    if start_usec.abs_diff(started_usec) > 2_000_000 {
+    let usage = crate::usage::of(pid)?;
+    if usage.started_usec.abs_diff(started_usec) > 2_000_000 {
         return None;
     }
     let alive_usec = now_usec.checked_sub(started_usec).filter(|&u| u > 0)?;
-    Some((cpu_ticks * 1_000_000 / TICKS_PER_SEC) as f64 * 100.0 / alive_usec as f64)
+    Some(usage.cpu_usec as f64 * 100.0 / alive_usec as f64)
 }
 
 /// `512B`, `3.4MiB`: one word, so the table splits on whitespace.

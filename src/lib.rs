@@ -52,4 +52,5 @@ pub mod serve;
 pub mod shutdown;
 pub mod spawn;
 pub mod transport;
+pub mod usage;
 pub mod worker;

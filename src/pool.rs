@@ -34,19 +34,23 @@ use crate::backoff::{Limit, Verdict};
 use crate::channel::{Garbage, Notice};
 use crate::dispatch::{Dispatcher, Route};
 use crate::journal::Stream;
-use crate::output;
 use crate::report::{
     Event, Handle, PoolState, Reply, Request, RequestError, Snapshot, Status, WorkerInfo,
 };
 use crate::spawn::{self, Spec};
 use crate::transport::{Peer, Transport};
 use crate::worker::{Slot, SlotState, State, Worker};
+use crate::{output, usage};
 
 /// How long to wait for workers to be reaped after SIGKILL before giving up on them.
 const REAP_GRACE: Duration = Duration::from_secs(2);
 
 /// After SIGABRT (so a hung worker leaves a core), how long before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a worker whose channel closed may take to exit by itself before
+/// it is killed: an exiting worker closes its channel a moment before it is reaped.
+const CHANNEL_GRACE: Duration = Duration::from_secs(1);
 
 /// How often worker memory is sampled for `--max-memory`.
 const MEMORY_SAMPLE: Duration = Duration::from_secs(1);
@@ -252,6 +256,9 @@ impl Pool {
             Request::Status(reply) => {
                 let _ = reply.send(Ok(self.status()));
             }
+            Request::Connections(reply) => {
+                let _ = reply.send(Ok(self.dispatcher.total()));
+            }
             Request::Reload(reply) => self.begin_reload(reply),
             Request::Scale(count, reply) => self.scale(count, reply),
             Request::ScaleBy(delta, reply) => {
@@ -281,7 +288,12 @@ impl Pool {
             State::Draining { kill_at } => Some(kill_at),
             State::Ready => None,
         });
-        slots.chain(workers).min().unwrap_or(far)
+        let orphans = self
+            .workers
+            .values()
+            .filter(|w| w.condemned.is_none())
+            .filter_map(|w| w.channel_closed.map(|t| t + CHANNEL_GRACE));
+        slots.chain(workers).chain(orphans).min().unwrap_or(far)
     }
 
     fn on_timers(&mut self) {
@@ -329,6 +341,22 @@ impl Pool {
                     worker.state = State::Draining {
                         kill_at: now + Duration::from_secs(3600),
                     };
+                }
+                _ if worker
+                    .channel_closed
+                    .is_some_and(|t| now >= t + CHANNEL_GRACE)
+                    && worker.condemned.is_none()
+                    && !matches!(worker.state, State::Draining { .. }) =>
+                {
+                    tracing::warn!(
+                        event = "worker-channel-closed",
+                        worker_id = worker.id,
+                        worker_pid = worker.pid,
+                        "worker {} (pid {}) closed its channel but keeps running; replacing it",
+                        worker.id,
+                        worker.pid
+                    );
+                    worker.condemn("closed its channel".into());
                 }
                 State::Ready => {
                     let silent = worker
@@ -506,8 +534,14 @@ impl Pool {
                     worker.condemn(format!("protocol error: {why}"));
                 }
             }
-            // The exit follows; stop dispatching to it right away.
-            WorkerEvent::ChannelClosed(serial) => self.dispatcher.leave(serial),
+            WorkerEvent::ChannelClosed(serial) => {
+                // Its exit normally follows at once; stop dispatching to it now,
+                // and kill it if it lingers without a channel (see on_timers).
+                self.dispatcher.leave(serial);
+                if let Some(worker) = self.workers.get_mut(&serial) {
+                    worker.channel_closed.get_or_insert(Instant::now());
+                }
+            }
             WorkerEvent::Exited(serial, status) => self.on_exit(serial, status),
         }
     }
@@ -636,6 +670,9 @@ impl Pool {
         let expected = matches!(worker.state, State::Draining { .. }) && worker.condemned.is_none();
         let reason = match (&worker.condemned, expected) {
             (Some(why), _) => why.clone(),
+            (None, true) if signal == Some(Signal::SIGKILL as i32) => {
+                "killed at the kill timeout".to_owned()
+            }
             (None, true) => "drained".to_owned(),
             (None, false) => describe(status),
         };
@@ -1127,6 +1164,9 @@ impl Pool {
             Request::Status(reply) => {
                 let _ = reply.send(Ok(self.status()));
             }
+            Request::Connections(reply) => {
+                let _ = reply.send(Ok(self.dispatcher.total()));
+            }
             Request::Reload(reply) | Request::Scale(_, reply) | Request::ScaleBy(_, reply) => {
                 let _ = reply.send(Err(no()));
             }
@@ -1137,25 +1177,9 @@ impl Pool {
     }
 }
 
-/// RSS in bytes and CPU time in µs of a process, from `/proc`; zeros if gone.
+/// RSS in bytes and CPU time in µs of a process; zeros if it is gone.
 fn proc_usage(pid: u32) -> (u64, u64) {
-    let page = 4096;
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * page);
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name, which may hold spaces: utime, stime are 14, 15.
-            let rest = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: u64 =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            Some(ticks * 1_000_000 / 100)
-        })
-        .unwrap_or(0);
-    (rss, cpu)
+    usage::of(pid).map_or((0, 0), |u| (u.rss_bytes, u.cpu_usec))
 }
 
 /// Owns the child: reaps it, and delivers signals to its process group only

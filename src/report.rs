@@ -150,8 +150,10 @@ pub enum Request {
     ScaleBy(i32, Reply<u32>),
     /// Replace one worker, new before old.
     RestartWorker(u32, Reply<()>),
-    /// The workers and counters now.
+    /// The workers and counters now (reads `/proc` for each worker).
     Status(Reply<Status>),
+    /// Connections dispatched since the start: cheap, for frequent readers.
+    Connections(Reply<u64>),
     /// Answered at once: proves the pool's loop is turning (for the watchdog).
     Ping(oneshot::Sender<()>),
 }

@@ -76,6 +76,8 @@ pub struct Worker {
     pub last_heartbeat: Option<Instant>,
     /// Why we decided to kill it, if we did; its exit then counts as a crash.
     pub condemned: Option<String>,
+    /// When its channel closed; a worker that stays alive without one is killed.
+    pub channel_closed: Option<Instant>,
     /// The task that owns the child process: signals go through it, so a
     /// signal can never reach a recycled pid after the child was reaped.
     signals: mpsc::UnboundedSender<Signal>,
@@ -108,6 +110,7 @@ impl Worker {
             started_wall: SystemTime::now(),
             last_heartbeat: None,
             condemned: None,
+            channel_closed: None,
             signals,
             tasks,
         }

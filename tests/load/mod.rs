@@ -77,7 +77,11 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, tally, threads }
+        Load {
+            stop,
+            tally,
+            threads,
+        }
     }
 
     /// Requests answered so far.
@@ -122,15 +126,25 @@ pub fn request(addr: SocketAddr, path: &str) -> Result<String, Outcome> {
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
         .map_err(|e| Outcome::Failed(e.to_string()))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .map_err(|e| Outcome::Failed(format!("write: {e}")))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| Outcome::Failed(format!("write: {e}")))?;
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
         .map_err(|e| Outcome::Failed(format!("read: {e}")))?;
     if !response.starts_with("HTTP/1.1 200") {
-        return Err(Outcome::Failed(format!("answer: {:?}", response.lines().next())));
+        return Err(Outcome::Failed(format!(
+            "answer: {:?}",
+            response.lines().next()
+        )));
     }
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
     Ok(body)
 }

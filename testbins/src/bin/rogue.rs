@@ -13,7 +13,9 @@
 //! - `stopping-after N`: after N connections send `STOPPING=1`, serve what was
 //!   handed over until `SHUTDOWN=1`, exit 0;
 //! - `ignore-shutdown`: serve, but never exit after `SHUTDOWN=1`;
-//! - `never-ready`: never send `READY=1`.
+//! - `never-ready`: never send `READY=1`;
+//! - `bloat KIB`: serve, and keep KIB more KiB of memory (touched, so it is
+//!   resident) after every connection.
 //!
 //! Every answer is a minimal HTTP/1.1 response (`Connection: close`) whose body
 //! names the worker like the `hello` example does, plus the listening socket:
@@ -25,7 +27,7 @@ use std::process::ExitCode;
 use sockherd_worker::{Listener, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const USAGE: &str = "usage: rogue serve|garbage|oversized|empty-message|crash-at-start|stopping-after N|ignore-shutdown|never-ready";
+const USAGE: &str = "usage: rogue serve|garbage|oversized|empty-message|crash-at-start|stopping-after N|ignore-shutdown|never-ready|bloat KIB";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -37,6 +39,7 @@ enum Mode {
     StoppingAfter(u64),
     IgnoreShutdown,
     NeverReady,
+    Bloat(usize),
 }
 
 impl Mode {
@@ -51,6 +54,7 @@ impl Mode {
             ["stopping-after", n] => Mode::StoppingAfter(n.parse().ok()?),
             ["ignore-shutdown"] => Mode::IgnoreShutdown,
             ["never-ready"] => Mode::NeverReady,
+            ["bloat", kib] => Mode::Bloat(kib.parse().ok()?),
             _ => return None,
         })
     }
@@ -91,6 +95,7 @@ async fn run(mode: Mode) -> io::Result<()> {
     );
     listener.ready()?;
     let mut served = 0;
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
     while let Some(conn) = listener.accept().await? {
         answer(
             conn.stream,
@@ -108,6 +113,7 @@ async fn run(mode: Mode) -> io::Result<()> {
                 listener.notify("STATUS=sent an empty message")?;
             }
             Mode::StoppingAfter(n) if served == n => listener.stopping()?,
+            Mode::Bloat(kib) => hoard.push(vec![1; kib << 10]),
             _ => {}
         }
     }
