@@ -26,7 +26,10 @@
 //! parallel, kill what is left at the kill timeout, exit 0. If every slot gave
 //! up, the manager exits non-zero so systemd's restart policy takes over. Its
 //! workers never outlive it, even when it is SIGKILLed. Logs go to the journal
-//! with per-worker fields ([`journal`], [`output`]).
+//! with per-worker fields ([`journal`], [`output`]). systemd hears how the pool
+//! is doing through `sd_notify` ([`notify`]: READY, STATUS, RELOADING,
+//! STOPPING) and gets watchdog heartbeats while the manager really works
+//! ([`watchdog`]).
 
 pub mod accept;
 pub mod activation;
@@ -36,10 +39,12 @@ pub mod cli;
 pub mod dispatch;
 pub mod journal;
 pub mod listener;
+pub mod notify;
 pub mod output;
 pub mod pool;
 pub mod report;
 pub mod serve;
 pub mod shutdown;
 pub mod spawn;
+pub mod watchdog;
 pub mod worker;

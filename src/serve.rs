@@ -17,13 +17,14 @@ use crate::dispatch::Dispatcher;
 use crate::listener::Listener;
 use crate::pool::{Outcome, Pool, Settings};
 use crate::spawn::{self, Spec};
-use crate::{accept, activation, shutdown};
+use crate::{accept, activation, notify, shutdown};
 
 /// Everything checked before anything starts, so bad input is one clear line.
 pub struct Prepared {
     listeners: Vec<Listener>,
     spec: Spec,
     settings: Settings,
+    notify: notify::Settings,
 }
 
 /// Validates the command line and takes the sockets. Errors are one line each.
@@ -68,6 +69,12 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
             args.max_workers
         ));
     }
+    let min_ready = args.min_ready.unwrap_or(workers);
+    if min_ready == 0 || min_ready > workers {
+        return Err(format!(
+            "--min-ready {min_ready} must be between 1 and the worker count ({workers})"
+        ));
+    }
     if args.reload_batch == 0 {
         return Err("--reload-batch must be at least 1".into());
     }
@@ -89,6 +96,12 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
             max_workers: args.max_workers,
             reload_batch: args.reload_batch,
             policy: "rr".to_owned(),
+        },
+        notify: notify::Settings {
+            min_ready,
+            ready_timeout: args.ready_timeout,
+            kill_timeout: args.kill_timeout,
+            max_restarts: args.max_restarts,
         },
     })
 }
@@ -119,6 +132,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
         listeners,
         spec,
         settings,
+        notify,
     } = prepared;
     for listener in &listeners {
         tracing::info!(socket = %listener.local, name = %listener.name, "listening on {} ({})", listener.local, listener.name);
@@ -126,7 +140,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
     let (broken_tx, broken_rx) = mpsc::unbounded_channel();
     let dispatcher = Rc::new(Dispatcher::new(broken_tx));
     tracing::info!(
-        app = %spec.app,
+        event = "starting",
         "starting {} workers: {}",
         settings.workers,
         spec.program.display()
@@ -136,6 +150,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
         tracing::error!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
+    let notifying = notify::spawn(&handle, notify);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let accepting: Vec<_> = listeners
@@ -154,6 +169,8 @@ async fn serve(prepared: Prepared) -> ExitCode {
     for task in accepting {
         let _ = task.await;
     }
+    // STOPPING=1 and the last status line go out before the process does.
+    let _ = notifying.await;
     match outcome {
         Ok(Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(Outcome::AllGaveUp) => {
