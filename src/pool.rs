@@ -535,16 +535,26 @@ impl Pool {
             (None, true) => "drained".to_owned(),
             (None, false) => describe(status),
         };
-        tracing::info!(
-            event = "worker-exited",
-            worker_id = worker.id,
-            worker_pid = worker.pid,
-            exit_code = code,
-            exit_signal = signal,
-            "worker {} (pid {}) exited: {reason}",
-            worker.id,
-            worker.pid
-        );
+        // A crash is a warning (journalctl -p warning shows it); a drain is routine.
+        macro_rules! exited {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = "worker-exited",
+                    worker_id = worker.id,
+                    worker_pid = worker.pid,
+                    exit_code = code,
+                    exit_signal = signal,
+                    "worker {} (pid {}) exited: {reason}",
+                    worker.id,
+                    worker.pid
+                )
+            };
+        }
+        if expected {
+            exited!(info);
+        } else {
+            exited!(warn);
+        }
         let _ = self.events.send(Event::WorkerExited {
             id: worker.id,
             pid: worker.pid,
