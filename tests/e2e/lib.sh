@@ -145,7 +145,7 @@ remove_scopes() {
 # boot_container SHARE: boots the rootfs with SHARE bind-mounted read-only
 # at /opt/sockherd; sets NSPAWN_PID and LEADER (the container's PID 1).
 boot_container() {
-  local share=$1 d _ st=
+  local share=$1 d c _ st=
   # nspawn --keep-unit uses the cgroup it runs in, so give it one of its own;
   # never run it from the root cgroup.
   for d in $CG_DIRS; do mkdir -p "$d"; done
@@ -156,15 +156,18 @@ boot_container() {
     --bind-ro="$share:/opt/sockherd" --console=read-only -b \
     </dev/null >"$STATE/console.log" 2>&1 &
   NSPAWN_PID=$!
-  for _ in $(seq 1 100); do
-    LEADER=$(ps --ppid "$NSPAWN_PID" -o pid= 2>/dev/null | head -1 | tr -d ' ')
-    [ -n "$LEADER" ] && break
-    sleep 0.1
-  done
-  [ -n "$LEADER" ] || return 1
+  # The leader is nspawn's child that became the container's systemd; a
+  # short-lived helper child may come first, so look for it by what it runs.
   for _ in $(seq 1 300); do
-    st=$(cx systemctl is-system-running 2>/dev/null)
-    case "$st" in running | degraded) return 0 ;; esac
+    LEADER=
+    for c in $(ps --ppid "$NSPAWN_PID" -o pid= 2>/dev/null); do
+      [ "$(cat "/proc/$c/comm" 2>/dev/null)" = systemd ] && LEADER=$c
+    done
+    if [ -n "$LEADER" ]; then
+      st=$(cx systemctl is-system-running 2>/dev/null)
+      case "$st" in running | degraded) return 0 ;; esac
+    fi
+    kill -0 "$NSPAWN_PID" 2>/dev/null || return 1
     sleep 0.1
   done
   return 1
