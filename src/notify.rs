@@ -44,6 +44,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::{spawn_local, JoinHandle};
 use tokio::time::MissedTickBehavior;
 
+use crate::pool::REAP_GRACE;
 use crate::report::{Event, Handle, PoolState, Request, Snapshot};
 use crate::watchdog;
 
@@ -53,10 +54,6 @@ pub const STATUS_REFRESH: Duration = Duration::from_secs(1);
 /// Added to every extension, for the time between a step finishing and
 /// systemd hearing about it.
 const EXTEND_MARGIN: Duration = Duration::from_secs(5);
-
-/// How long the pool waits after SIGKILLing stragglers before it gives up on
-/// reaping them (`REAP_GRACE` in [`crate::pool`]); part of a drain's bound.
-const REAP_GRACE: Duration = Duration::from_secs(2);
 
 /// The longest `sockaddr_un` path, without the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -395,10 +392,11 @@ impl Tracker {
         out
     }
 
-    /// Adds the status line if it changed since it was last sent.
+    /// Adds the status line if it changed since it was last sent, or if
+    /// `READY=1` goes out: systemd then sees the line that explains it at once.
     fn push_status(&mut self, snapshot: &Snapshot, out: &mut Vec<Message>) {
         let line = self.status_line(snapshot);
-        if line != self.last_status {
+        if line != self.last_status || out.contains(&Message::Ready) {
             self.last_status.clone_from(&line);
             out.push(Message::Status(line));
         }
@@ -564,6 +562,8 @@ mod tests {
         assert!(has(&out, &Message::ExtendTimeout(Duration::from_secs(15))));
         let mut done = snap(PoolState::Running, 2, 2);
         done.generation = 2;
+        // The end shows in the snapshot before the event arrives.
+        t.on_snapshot(&done, now);
         let out = t.on_event(
             &Event::Reloaded {
                 generation: 2,
@@ -574,6 +574,11 @@ mod tests {
         );
         assert_eq!(out[0], Message::Ready);
         assert!(!has(&out, &Message::Reloading));
+        assert_eq!(
+            status(&out),
+            Some("2/2 workers ready · 0 connections · 0 restarts"),
+            "READY=1 always carries the status line"
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::spawn::{self, Spec};
 use crate::worker::{Slot, SlotState, State, Worker};
 
 /// How long to wait for workers to be reaped after SIGKILL before giving up on them.
-const REAP_GRACE: Duration = Duration::from_secs(2);
+pub const REAP_GRACE: Duration = Duration::from_secs(2);
 
 /// The pool's settings, from the command line.
 #[derive(Debug, Clone)]

@@ -55,16 +55,21 @@ impl Drop for Scratch {
 
 /// One `sockherd serve` under test, with the socket it notifies.
 struct Manager {
+    /// The `sockherd serve` process; killed if the test ends without stopping it.
     child: Child,
     /// Where systemd's notifications land; `None` when the test gives a bad address.
     notify: Option<UnixDatagram>,
     /// Every message received so far, in order.
     seen: Vec<String>,
+    /// The Unix socket it listens on (`--listen`), for requests.
     listen: PathBuf,
+    /// Its stderr, where warnings go (`--log stderr`).
     stderr: PathBuf,
+    /// Holds the sockets and the log; removed with the manager.
     _scratch: Scratch,
 }
 
+/// What `NOTIFY_SOCKET` is set to.
 enum Notify {
     /// A socket at a path in the scratch dir.
     Path,
@@ -415,14 +420,15 @@ fn malformed_notify_socket_is_a_warning() {
 fn watchdog_heartbeats_at_half_the_interval() {
     let mut m = Manager::hello(&[("WATCHDOG_USEC", "400000")], &["--workers", "1"]);
     m.wait_for("READY=1", |msg| lines(msg).contains(&"READY=1"));
-    let got = m.collect(Duration::from_millis(1100));
+    let got = m.collect(Duration::from_secs(2));
     let beats = got
         .iter()
         .filter(|msg| lines(msg) == ["WATCHDOG=1"])
         .count();
+    // Ten, give or take a busy machine.
     assert!(
-        (3..=6).contains(&beats),
-        "about one per 200 ms: {beats} in 1.1 s"
+        (6..=12).contains(&beats),
+        "about one per 200 ms: {beats} in 2 s"
     );
 
     // A stopped manager sends nothing, so systemd's watchdog fires.
