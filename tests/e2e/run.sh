@@ -11,6 +11,7 @@
 #   E2E_NO_BUILD=1   skip `cargo build --workspace --all-targets`
 #   E2E_REQUIRE=1    a host that cannot run the suite is a failure, not a skip
 #   E2E_KEEP=1       leave the container running at the end (prints how to enter it)
+#                    and keep the logs, which are otherwise removed when all checks pass
 #   E2E_ROOTFS=DIR   where the bookworm rootfs is built once and kept
 #                    (default /var/lib/machines/sockherd-e2e-bookworm)
 # Prints PASS:/FAIL: lines, then "N passed, N failed"; exits non-zero on any failure.
@@ -18,7 +19,6 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-STATE=$(mktemp -d /tmp/sockherd-e2e.XXXXXX)
 # shellcheck source=tests/e2e/lib.sh
 . "$HERE/lib.sh"
 T0=$(ts)
@@ -28,6 +28,7 @@ T0=$(ts)
 [ "$(id -u)" = 0 ] || skip_suite "needs root (systemd-nspawn, cgroups)"
 command -v nsenter >/dev/null || skip_suite "no nsenter (util-linux)"
 ensure_packages || skip_suite "systemd-nspawn/mmdebstrap missing and cannot be installed"
+STATE=$(mktemp -d /tmp/sockherd-e2e.XXXXXX)
 
 if [ -z "${E2E_NO_BUILD:-}" ]; then
   t=$(ts)
@@ -106,7 +107,9 @@ cx systemd-analyze verify app.socket app.service >"$STATE/verify.txt" 2>&1
 check "systemd-analyze verify: the units are clean" test ! -s "$STATE/verify.txt"
 cx systemd-analyze security --no-pager app.service >"$STATE/security.txt" 2>&1
 exposure=$(sed -nE 's/.*Overall exposure level for app.service: ([0-9.]+).*/\1/p' "$STATE/security.txt")
-log "systemd-analyze security app.service: exposure ${exposure:-?} (full report: $STATE/security.txt)"
+log "systemd-analyze security app.service: exposure ${exposure:-?}; what is left open:"
+grep '✗' "$STATE/security.txt" | sed -E 's/^✗ +([^ ]+) .* ([0-9.]+)$/      \1 \2/'
+
 check "systemd-analyze security: exposure $exposure is below 3.0 (OK)" \
   awk -v e="${exposure:-10}" 'BEGIN { exit !(e < 3.0) }'
 
@@ -296,6 +299,11 @@ else
   check "the container's cgroups are removed" sh -c '! ls -d "$@" 2>/dev/null | grep -q .' sh $CG_DIRS
   check "the rootfs is untouched (volatile overlay)" test ! -e "$E2E_ROOTFS/etc/systemd/system/app.service"
 fi
-log "logs: $STATE; took $(elapsed "$T0") s"
+if [ "$nfail" = 0 ] && [ -z "${E2E_KEEP:-}" ]; then
+  rm -rf "$STATE"
+else
+  log "logs: $STATE"
+fi
+log "took $(elapsed "$T0") s"
 echo "$npass passed, $nfail failed"
 [ "$nfail" = 0 ]
