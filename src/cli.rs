@@ -53,6 +53,10 @@ pub struct Serve {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_workers: u32,
 
+    /// Workers that must be ready before systemd is told READY=1 (default: all of them).
+    #[arg(long, value_name = "N")]
+    pub min_ready: Option<u32>,
+
     /// Workers replaced at once during a rolling reload.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub reload_batch: u32,

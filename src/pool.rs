@@ -43,7 +43,7 @@ use crate::worker::{Slot, SlotState, State, Worker};
 use crate::{output, usage};
 
 /// How long to wait for workers to be reaped after SIGKILL before giving up on them.
-const REAP_GRACE: Duration = Duration::from_secs(2);
+pub const REAP_GRACE: Duration = Duration::from_secs(2);
 
 /// After SIGABRT (so a hung worker leaves a core), how long before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(3);
@@ -676,16 +676,26 @@ impl Pool {
             (None, true) => "drained".to_owned(),
             (None, false) => describe(status),
         };
-        tracing::info!(
-            event = "worker-exited",
-            worker_id = worker.id,
-            worker_pid = worker.pid,
-            exit_code = code,
-            exit_signal = signal,
-            "worker {} (pid {}) exited: {reason}",
-            worker.id,
-            worker.pid
-        );
+        // A crash is a warning (journalctl -p warning shows it); a drain is routine.
+        macro_rules! exited {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = "worker-exited",
+                    worker_id = worker.id,
+                    worker_pid = worker.pid,
+                    exit_code = code,
+                    exit_signal = signal,
+                    "worker {} (pid {}) exited: {reason}",
+                    worker.id,
+                    worker.pid
+                )
+            };
+        }
+        if expected {
+            exited!(info);
+        } else {
+            exited!(warn);
+        }
         let _ = self.events.send(Event::WorkerExited {
             id: worker.id,
             pid: worker.pid,

@@ -19,7 +19,7 @@ use crate::listener::Listener;
 use crate::pool::{Outcome, Pool, Reconfigure, Settings};
 use crate::spawn::{self, Spec};
 use crate::transport::Protocol;
-use crate::{accept, activation, bus, metrics, node, shutdown};
+use crate::{accept, activation, bus, metrics, node, notify, shutdown};
 
 /// The name of the socket that serves metrics instead of being dispatched.
 const METRICS: &str = "metrics";
@@ -35,6 +35,9 @@ pub struct Prepared {
     reconfigure: Option<Reconfigure>,
     /// Where the control interface goes.
     bus: bus::Plan,
+    /// What sd_notify needs to know: when the service counts as ready, and
+    /// how long starts, reloads and drains may take.
+    notify: notify::Settings,
 }
 
 /// Validates the command line (and config file) and takes the sockets.
@@ -78,6 +81,19 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
     if listeners.is_empty() {
         return Err("the only socket is the metrics socket: nothing to dispatch".into());
     }
+    let min_ready = args.min_ready.unwrap_or(settings.workers);
+    if min_ready == 0 || min_ready > settings.workers {
+        return Err(format!(
+            "--min-ready {min_ready} must be between 1 and the worker count ({})",
+            settings.workers
+        ));
+    }
+    let notify = notify::Settings {
+        min_ready,
+        ready_timeout: settings.ready_timeout,
+        kill_timeout: settings.kill_timeout,
+        max_restarts: settings.limit.max_restarts,
+    };
     let bus = bus::plan(&args.bus, &spec.app)?;
     let reconfigure = args.config.as_ref().map(|_| {
         let args = args.clone();
@@ -86,6 +102,7 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
     });
     Ok(Prepared {
         bus,
+        notify,
         listeners,
         metrics,
         spec,
@@ -197,6 +214,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
         settings,
         reconfigure,
         bus,
+        notify,
     } = prepared;
     for listener in &listeners {
         tracing::info!(
@@ -210,7 +228,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
     let (broken_tx, broken_rx) = mpsc::unbounded_channel();
     let dispatcher = Rc::new(Dispatcher::new(broken_tx));
     tracing::info!(
-        app = %spec.app,
+        event = "starting",
         "starting {} workers ({} protocol): {}",
         settings.workers,
         spec.protocol.name(),
@@ -228,6 +246,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
         return ExitCode::FAILURE;
     }
     bus::start(bus, handle.clone());
+    let notifying = notify::spawn(&handle, notify);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let accepting: Vec<_> = listeners
@@ -248,6 +267,8 @@ async fn serve(prepared: Prepared) -> ExitCode {
     for task in accepting {
         let _ = task.await;
     }
+    // STOPPING=1 and the last status line go out before the process does.
+    let _ = notifying.await;
     match outcome {
         Ok(Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(Outcome::AllGaveUp) => {
