@@ -78,6 +78,7 @@ async fn run(
             }
             guard = fd.readable() => {
                 let mut guard = guard?;
+                let mut queue_left = true;
                 for _ in 0..BATCH {
                     match accept4(listener.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                         Ok(raw) => {
@@ -91,6 +92,7 @@ async fn run(
                         }
                         Err(Errno::EAGAIN) => {
                             guard.clear_ready();
+                            queue_left = false;
                             break;
                         }
                         // The client gave up while queued, or a signal: next one.
@@ -114,7 +116,10 @@ async fn run(
                         }
                     }
                 }
-                tokio::task::yield_now().await;
+                if queue_left {
+                    // A full batch: let the pool's events in before the next one.
+                    tokio::task::yield_now().await;
+                }
             }
         }
     }

@@ -116,11 +116,12 @@ pub struct Channel {
 impl Channel {
     pub fn new(fd: OwnedFd) -> io::Result<Channel> {
         Ok(Channel {
+            // Registered for reading only: a full channel is skipped, never
+            // waited on, and an EPOLLOUT registration would wake the manager
+            // each time the worker takes a connection off its queue.
             // SAFETY: the AsyncFd owns the fd, so it stays open while registered.
-            fd: unsafe {
-                AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
-            }
-            .map_err(io::Error::from)?,
+            fd: unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                .map_err(io::Error::from)?,
         })
     }
 
@@ -150,13 +151,6 @@ impl Channel {
             Err(Errno::EAGAIN) => Err(SendError::WouldBlock),
             Err(e) => Err(SendError::Gone(e)),
         }
-    }
-
-    /// Waits until the channel can take another message.
-    pub async fn writable(&self) -> io::Result<()> {
-        let mut guard = self.fd.writable().await?;
-        guard.clear_ready();
-        Ok(())
     }
 
     /// Receives the next message from the worker. `Ok(None)` when the worker
