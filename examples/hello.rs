@@ -9,17 +9,18 @@
 //! On shutdown it stops taking connections, finishes the requests it has,
 //! closes idle keep-alive connections, and exits 0.
 //!
+//! The HTTP handling lives in `common/http.rs`, shared with `hello_shared`
+//! (the shared-accept baseline of `bench/dispatch.sh`).
+//!
 //! Run it under sockherd: `sockherd serve --listen 127.0.0.1:8080 -- target/release/examples/hello`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use sockherd_worker::{Listener, Stream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sockherd_worker::Listener;
 use tokio::task::JoinSet;
 
-/// Requests larger than this (headers) are answered 431 and the connection closed.
-const MAX_HEAD: usize = 16 * 1024;
+#[path = "common/http.rs"]
+mod http;
 
 fn main() -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -30,16 +31,11 @@ fn main() -> std::io::Result<()> {
 
 async fn serve() -> std::io::Result<()> {
     let listener = Arc::new(Listener::from_env()?);
-    let body: Arc<str> = format!(
-        "hello from worker {} (pid {})\n",
-        sockherd_worker::worker_id().map_or("?".into(), |id| id.to_string()),
-        std::process::id()
-    )
-    .into();
+    let body = http::body();
     listener.ready()?;
     let mut connections = JoinSet::new();
     while let Some(conn) = listener.accept().await? {
-        connections.spawn(handle(
+        connections.spawn(http::handle(
             conn.stream,
             Arc::clone(&listener),
             Arc::clone(&body),
@@ -49,66 +45,4 @@ async fn serve() -> std::io::Result<()> {
     // Shutting down: finish what we have.
     while connections.join_next().await.is_some() {}
     Ok(())
-}
-
-async fn handle(mut stream: Stream, listener: Arc<Listener>, body: Arc<str>) {
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        // Wait for a request; an idle connection is closed at shutdown.
-        let head_end = tokio::select! {
-            end = read_head(&mut stream, &mut buf) => match end {
-                Some(end) => end,
-                None => return,
-            },
-            _ = listener.shutdown_requested(), if buf.is_empty() => return,
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        buf.drain(..head_end);
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or_default();
-        let mut parts = request_line.split(' ');
-        let path = parts.nth(1).unwrap_or("/");
-        let http10 = parts.next() == Some("HTTP/1.0");
-        let close_asked = lines.any(|l| {
-            let l = l.to_ascii_lowercase();
-            l.starts_with("connection:") && l.contains("close")
-        });
-        if let Some(ms) = path
-            .strip_prefix("/slow?ms=")
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
-        }
-        let close = http10 || close_asked || listener.is_shutting_down();
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{}",
-            body.len(),
-            if close { "close" } else { "keep-alive" },
-            body
-        );
-        if stream.write_all(response.as_bytes()).await.is_err() || close {
-            return;
-        }
-    }
-}
-
-/// Reads until a full request head is buffered; returns its length including
-/// the blank line, or `None` if the peer closed or sent too much.
-async fn read_head(stream: &mut Stream, buf: &mut Vec<u8>) -> Option<usize> {
-    loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some(at + 4);
-        }
-        if buf.len() > MAX_HEAD {
-            let _ = stream
-                .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-                .await;
-            return None;
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
