@@ -54,15 +54,20 @@ where
     D: Drain,
 {
     let mut buf = Vec::with_capacity(1024);
+    let mut served = 0u64;
     loop {
-        // Wait for a request; an idle connection is closed at shutdown.
+        // Wait for a request. At shutdown a keep-alive connection idle between
+        // requests is closed (its client retries on a new one); a new
+        // connection is waited for: it was handed over before the shutdown,
+        // and its first request is on its way.
         let head_end = tokio::select! {
             end = read_head(&mut stream, &mut buf) => match end {
                 Some(end) => end,
                 None => return,
             },
-            _ = drain.shutdown_requested(), if buf.is_empty() => return,
+            _ = drain.shutdown_requested(), if buf.is_empty() && served > 0 => return,
         };
+        served += 1;
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         buf.drain(..head_end);
         let mut lines = head.split("\r\n");
