@@ -26,11 +26,21 @@
 //!
 //! # The life of the manager
 //!
-//! SIGTERM or SIGINT ([`shutdown`]): stop accepting, drain every worker in
-//! parallel, kill what is left at the kill timeout, exit 0. If every slot gave
-//! up, the manager exits non-zero so systemd's restart policy takes over. Its
-//! workers never outlive it, even when it is SIGKILLed. Logs go to the journal
-//! with per-worker fields ([`journal`], [`output`]).
+//! `sockherd serve` ([`cli`], [`config`], [`serve`]) checks its input, takes
+//! its sockets and starts the pool. The pool ([`pool`]) owns every worker and
+//! tells the rest of the manager what happens through [`report`]: systemd
+//! hears `READY=1`, `STATUS=`, `RELOADING=1` and `STOPPING=1` ([`notify`]) and
+//! `WATCHDOG=1` only while the pool's loop answers ([`watchdog`]); D-Bus
+//! callers read properties and call `Scale` or `Reload` ([`bus`]), which the
+//! `sockherd status|scale|reload|restart` commands wrap ([`control`]);
+//! Prometheus scrapes it ([`metrics`], figures from [`usage`]). Logs go to the
+//! journal with per-worker fields ([`journal`], [`output`]).
+//!
+//! SIGHUP, `systemctl reload` or D-Bus `Reload` roll the workers over, new
+//! before old. SIGTERM or SIGINT ([`shutdown`]): stop accepting, drain every
+//! worker in parallel, kill what is left at the kill timeout, exit 0. If every
+//! slot gave up, the manager exits non-zero so systemd's restart policy takes
+//! over. Its workers never outlive it, even when it is SIGKILLed.
 
 pub mod accept;
 pub mod activation;
