@@ -31,15 +31,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// is misbehaving; we read one byte more than this to notice.
 pub const MAX_MESSAGE: usize = 4096;
 
-/// Creates a channel: the manager's end (non-blocking) and the worker's end.
-/// Both are close-on-exec; the spawner moves the worker's end to fd 3 in the child.
-pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (manager, worker) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
+/// Creates a worker channel of socket type `kind` (seqpacket for the native
+/// protocol, stream for Node's): the manager's end (non-blocking) and the
+/// worker's end. Both are close-on-exec; the spawner moves the worker's end to
+/// its place in the child.
+pub fn pair(kind: SockType) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (manager, worker) = socketpair(AddressFamily::Unix, kind, None, SockFlag::SOCK_CLOEXEC)?;
     nix::fcntl::fcntl(
         manager.as_raw_fd(),
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -247,7 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_message_is_not_the_end() {
-        let (manager, worker) = pair().unwrap();
+        let (manager, worker) = pair(SockType::SeqPacket).unwrap();
         let channel = Channel::new(manager).unwrap();
         let send = |m: &[u8]| {
             sendmsg::<UnixAddr>(

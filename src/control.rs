@@ -133,17 +133,7 @@ impl FromStr for ScaleTo {
 }
 
 /// Runs one command and prints its outcome; errors are one line on stderr.
-pub fn run(command: Command) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("sockherd: cannot start the event loop: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+pub fn run(command: Command, runtime: &tokio::runtime::Runtime) -> ExitCode {
     match runtime.block_on(execute(command)) {
         Ok(code) => code,
         Err(e) => {

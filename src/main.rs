@@ -1,4 +1,8 @@
 //! The `sockherd` binary: parse the command line, set up logging, run.
+//!
+//! Every command runs on one single-threaded tokio runtime: the manager is one
+//! event loop (no locks on the connection path, a few MiB of memory), and the
+//! control commands need no more.
 
 use std::process::ExitCode;
 
@@ -9,6 +13,16 @@ use tracing::level_filters::LevelFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sockherd: cannot start the event loop: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
         Command::Serve(args) => {
             let prepared = match serve::prepare(&args) {
@@ -26,8 +40,8 @@ fn main() -> ExitCode {
             if let Some(warning) = journal::init(args.log, prepared.app(), level) {
                 tracing::warn!("{warning}");
             }
-            serve::run(prepared)
+            serve::run(prepared, &runtime)
         }
-        Command::Control(command) => control::run(command),
+        Command::Control(command) => control::run(command, &runtime),
     }
 }

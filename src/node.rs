@@ -30,12 +30,9 @@ pub mod wire;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use serde_json::Value;
 
 pub use link::Link;
@@ -177,22 +174,6 @@ impl App {
         }
         offered.clone()
     }
-}
-
-/// Creates a Node IPC channel: an `AF_UNIX`/`SOCK_STREAM` socketpair (the only
-/// kind Node reads), both ends close-on-exec, the manager's non-blocking.
-pub fn channel_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (manager, worker) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
-    nix::fcntl::fcntl(
-        manager.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )?;
-    Ok((manager, worker))
 }
 
 #[cfg(test)]

@@ -247,9 +247,9 @@ impl Pool {
         outcome
     }
 
-    fn on_request(&mut self, request: Request) {
+    /// Answers the requests that only read, in any state; hands back the others.
+    fn answer_query(&self, request: Request) -> Option<Request> {
         match request {
-            Request::Shutdown => {}
             Request::Ping(reply) => {
                 let _ = reply.send(());
             }
@@ -258,6 +258,18 @@ impl Pool {
             }
             Request::Connections(reply) => {
                 let _ = reply.send(Ok(self.dispatcher.total()));
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    fn on_request(&mut self, request: Request) {
+        let Some(request) = self.answer_query(request) else {
+            return;
+        };
+        match request {
+            Request::Shutdown | Request::Ping(_) | Request::Status(_) | Request::Connections(_) => {
             }
             Request::Reload(reply) => self.begin_reload(reply),
             Request::Scale(count, reply) => self.scale(count, reply),
@@ -1166,16 +1178,11 @@ impl Pool {
 
     fn refuse_while_stopping(&self, request: Request) {
         let no = || RequestError::Failed("the manager is shutting down".into());
+        let Some(request) = self.answer_query(request) else {
+            return;
+        };
         match request {
-            Request::Shutdown => {}
-            Request::Ping(reply) => {
-                let _ = reply.send(());
-            }
-            Request::Status(reply) => {
-                let _ = reply.send(Ok(self.status()));
-            }
-            Request::Connections(reply) => {
-                let _ = reply.send(Ok(self.dispatcher.total()));
+            Request::Shutdown | Request::Ping(_) | Request::Status(_) | Request::Connections(_) => {
             }
             Request::Reload(reply) | Request::Scale(_, reply) | Request::ScaleBy(_, reply) => {
                 let _ = reply.send(Err(no()));

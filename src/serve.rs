@@ -192,18 +192,8 @@ impl Prepared {
 }
 
 /// Runs the cluster until it is told to stop.
-pub fn run(prepared: Prepared) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("sockherd: cannot start the event loop: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    LocalSet::new().block_on(&runtime, serve(prepared))
+pub fn run(prepared: Prepared, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    LocalSet::new().block_on(runtime, serve(prepared))
 }
 
 async fn serve(prepared: Prepared) -> ExitCode {

@@ -21,6 +21,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
 use nix::sys::signal::Signal;
+use nix::sys::socket::SockType;
 use tokio::sync::mpsc;
 
 use crate::channel::{self, Channel, Garbage, Notice, SendError, PROTOCOL_VERSION};
@@ -41,8 +42,9 @@ impl Protocol {
     /// worker's end, both close-on-exec.
     pub fn channel_pair(&self) -> io::Result<(OwnedFd, OwnedFd)> {
         match self {
-            Protocol::Native => channel::pair(),
-            Protocol::Node(_) => node::channel_pair(),
+            Protocol::Native => channel::pair(SockType::SeqPacket),
+            // Node's IPC channel is a stream: libuv creates and expects one.
+            Protocol::Node(_) => channel::pair(SockType::Stream),
         }
     }
 
