@@ -7,7 +7,10 @@
 //! honoured (HTTP/1.1 by default, `Connection: close` ends it).
 //!
 //! On shutdown it stops taking connections, finishes the requests it has,
-//! closes idle keep-alive connections, and exits 0.
+//! closes idle keep-alive connections, and exits 0. A connection that has not
+//! sent its first request yet is not idle: it was handed over before the
+//! shutdown, so its client has just connected and the request is on its way.
+//! It gets [`FIRST_REQUEST_GRACE`] to arrive.
 //!
 //! Run it under sockherd: `sockherd serve --listen 127.0.0.1:8080 -- target/release/examples/hello`.
 
@@ -20,6 +23,9 @@ use tokio::task::JoinSet;
 
 /// Requests larger than this (headers) are answered 431 and the connection closed.
 const MAX_HEAD: usize = 16 * 1024;
+
+/// At shutdown, how long a new connection may take to send its first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -53,6 +59,7 @@ async fn serve() -> std::io::Result<()> {
 
 async fn handle(mut stream: Stream, listener: Arc<Listener>, body: Arc<str>) {
     let mut buf = Vec::with_capacity(1024);
+    let mut first = true;
     loop {
         // Wait for a request; an idle connection is closed at shutdown.
         let head_end = tokio::select! {
@@ -60,8 +67,15 @@ async fn handle(mut stream: Stream, listener: Arc<Listener>, body: Arc<str>) {
                 Some(end) => end,
                 None => return,
             },
-            _ = listener.shutdown_requested(), if buf.is_empty() => return,
+            _ = closing_time(&listener, first), if buf.is_empty() => {
+                // Part of a request may have arrived meanwhile: finish it.
+                if buf.is_empty() {
+                    return;
+                }
+                continue;
+            }
         };
+        first = false;
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         buf.drain(..head_end);
         let mut lines = head.split("\r\n");
@@ -89,6 +103,15 @@ async fn handle(mut stream: Stream, listener: Arc<Listener>, body: Arc<str>) {
         if stream.write_all(response.as_bytes()).await.is_err() || close {
             return;
         }
+    }
+}
+
+/// Resolves when a connection with nothing to read is to be closed: at
+/// shutdown between requests, [`FIRST_REQUEST_GRACE`] later before the first.
+async fn closing_time(listener: &Listener, first: bool) {
+    listener.shutdown_requested().await;
+    if first {
+        tokio::time::sleep(FIRST_REQUEST_GRACE).await;
     }
 }
 
