@@ -47,6 +47,9 @@ pub fn body() -> Arc<str> {
     .into()
 }
 
+/// At shutdown, how long a new connection may take to send its first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves one connection until the client or a drain ends it.
 pub async fn handle<S, D>(mut stream: S, drain: Arc<D>, body: Arc<str>)
 where
@@ -57,15 +60,27 @@ where
     let mut served = 0u64;
     loop {
         // Wait for a request. At shutdown a keep-alive connection idle between
-        // requests is closed (its client retries on a new one); a new
-        // connection is waited for: it was handed over before the shutdown,
-        // and its first request is on its way.
+        // requests is closed (its client retries on a new one). A new
+        // connection is not idle: it was handed over before the shutdown and
+        // its first request is on its way, so it gets FIRST_REQUEST_GRACE.
+        let closing = async {
+            drain.shutdown_requested().await;
+            if served == 0 {
+                tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+            }
+        };
         let head_end = tokio::select! {
             end = read_head(&mut stream, &mut buf) => match end {
                 Some(end) => end,
                 None => return,
             },
-            _ = drain.shutdown_requested(), if buf.is_empty() && served > 0 => return,
+            _ = closing, if buf.is_empty() => {
+                // Part of a request may have arrived meanwhile: finish it.
+                if buf.is_empty() {
+                    return;
+                }
+                continue;
+            }
         };
         served += 1;
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();

@@ -5,7 +5,9 @@
 # 252), installs units/example.socket and units/example.service as
 # app.socket/app.service (plus the drop-in e2e.conf), and checks socket
 # activation, sd_notify (READY, STATUS, RELOADING, STOPPING), the watchdog,
-# the journal fields, reload and stop. TESTS.md lists every check.
+# the journal fields, the D-Bus interface and the CLI on the real system bus,
+# reload (SIGHUP and `systemctl reload`, also one that fails), restart under
+# load, and stop. TESTS.md lists every check.
 #
 # Usage (root): tests/e2e/run.sh
 #   E2E_NO_BUILD=1   skip `cargo build --workspace --all-targets`
@@ -51,7 +53,14 @@ ensure_rootfs || { echo "FAIL: building the rootfs (log: $STATE/bootstrap.log)";
 log "rootfs ready in $(elapsed "$t") s"
 reap_stale
 
-if [ -z "${E2E_KEEP:-}" ]; then trap teardown EXIT; fi
+# On any exit, stop the client load if one runs (see load_start): its loops
+# would run on, and a container halting under them leaves a stopped nsenter
+# behind on the host. Then tear the container down unless told to keep it.
+on_exit() {
+  [ -z "${LOAD_PID:-}" ] || load_stop
+  [ -n "${E2E_KEEP:-}" ] || teardown
+}
+trap on_exit EXIT
 trap 'exit 130' INT TERM HUP
 t=$(ts)
 if ! boot_container "$BIN"; then
@@ -81,16 +90,75 @@ served_by() {
     sed -nE 's/^hello from worker ([0-9]+) \(pid ([0-9]+)\)$/\1 \2/p' <<<"$body"
   done
 }
-# Each id is the previous one + 1 (mod 4), and all 4 appear.
+# round_robin FILE [N]: each id is the previous one + 1 (mod N, default 4),
+# and all N appear.
 round_robin() {
-  awk 'NR > 1 && $1 != (prev + 1) % 4 { bad = 1 } { prev = $1; seen[$1] = 1 }
-       END { exit bad || length(seen) != 4 }' "$1"
+  awk -v n="${2:-4}" 'NR > 1 && $1 != (prev + 1) % n { bad = 1 } { prev = $1; seen[$1] = 1 }
+       END { exit bad || length(seen) != n }' "$1"
 }
 not() { ! "$@"; }
 prop_is() { test "$(prop "$1")" = "$2"; }
 alive() { cx kill -0 "$1" 2>/dev/null; }
 none_alive() { local p; for p in "$@"; do alive "$p" && return 1; done; return 0; }
 journal_has() { [ -n "$(jqj "$1")" ]; }
+
+# The manager's object on the system bus.
+MGR=(io.sockherd.app /io/sockherd/Manager io.sockherd.Manager1)
+# A property's value as busctl prints it, without the type: 4, "running".
+mgr_prop() { cx busctl get-property "${MGR[@]}" "$1" | cut -d' ' -f2-; }
+# ListWorkers, one "id pid state connections" line per worker process.
+workers() {
+  cx busctl --json=short call "${MGR[@]}" ListWorkers |
+    jq -r '.data[0][] | "\(.[0]) \(.[1]) \(.[2]) \(.[6])"'
+}
+# The pids of the ready workers, sorted.
+ready_pids() { workers | awk '$3 == "ready" { print $2 }' | sort; }
+conns_of() { workers | awk -v id="$1" '$1 == id { print $4 }'; }
+conns_of_is() { test "$(conns_of "$1")" = "$2"; }
+
+# Client load from inside the container while something happens to the
+# service: 3 loops of GET /, each on a new connection, until the stop file
+# appears. One "curl-exit-status http-code seconds" line per request; exit
+# status 7 is a refused connection.
+LOAD_STOP=/run/sockherd-e2e-load-stop
+load_start() {
+  LOAD_OUT=$1
+  cx rm -f "$LOAD_STOP"
+  cx bash -c '
+    for _ in 1 2 3; do
+      until [ -e "$1" ]; do
+        out=$(curl -s -o /dev/null --max-time 30 -w "%{http_code} %{time_total}" http://127.0.0.1:8080/)
+        echo "$? $out"
+      done &
+    done
+    wait' sh "$LOAD_STOP" >"$LOAD_OUT" &
+  LOAD_PID=$!
+}
+load_reaches() { [ "$(wc -l <"$LOAD_OUT")" -ge "$1" ]; }
+# Each loop ends after its request in flight.
+load_stop() {
+  cx touch "$LOAD_STOP"
+  wait "$LOAD_PID"
+  LOAD_PID=
+}
+# under_load NAME CMD...: runs CMD while the load runs: the load is under way
+# before CMD starts and goes on for a while after it returns. Sets rc (CMD's
+# exit status), and sent, failed, refused and waited (requests that took
+# 0.5 s or more: they waited in the socket or in the manager).
+under_load() {
+  local name=$1 n
+  shift
+  load_start "$STATE/load-$name.txt"
+  eventually load_reaches 15
+  "$@"
+  rc=$?
+  n=$(wc -l <"$LOAD_OUT")
+  eventually load_reaches $((n + 15))
+  load_stop
+  read -r sent failed refused waited < <(awk '{ n++ } $1 != 0 || $2 != 200 { f++ } $1 == 7 { r++ }
+    $3 >= 0.5 { w++ } END { printf "%d %d %d %d\n", n, f, r, w }' "$LOAD_OUT")
+  log "$name under load: $sent requests sent, $failed failed, $refused refused, $waited waited >= 0.5 s"
+}
 
 # ------------------------------------------------------------ 1. units
 log "installing the example units as app.socket/app.service"
@@ -102,6 +170,11 @@ cx sh -c 'cat >/etc/systemd/system/app.socket' <"$ROOT/units/example.socket"
 cx sh -c 'cat >/etc/systemd/system/app.service' <"$ROOT/units/example.service"
 cx sh -c 'cat >/etc/systemd/system/app.service.d/e2e.conf' <"$HERE/e2e.conf"
 cx systemctl daemon-reload
+# The bus policy, before the service starts: without it the system bus
+# refuses the manager its name, and everyone else their calls to it.
+cx sh -c 'cat >/etc/dbus-1/system.d/io.sockherd.conf' <"$ROOT/packaging/dbus/io.sockherd.conf"
+check "the D-Bus policy is installed and dbus-daemon reloads it (ReloadConfig)" \
+  cx busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
 
 cx systemd-analyze verify app.socket app.service >"$STATE/verify.txt" 2>&1
 check "systemd-analyze verify: the units are clean" test ! -s "$STATE/verify.txt"
@@ -177,9 +250,8 @@ check "journal: worker-exited with SOCKHERD_EXIT_SIGNAL=9 for pid $victim, a war
 check "the service itself was not restarted (NRestarts=0)" test "$(prop NRestarts)" = 0
 
 # ------------------------------------------------------------ 6. reload (SIGHUP)
-# TESTS.md: `systemctl reload` goes through D-Bus (ExecReload=busctl ...) and
-# is checked here once the D-Bus interface lands. Until then: SIGHUP, and
-# poll for the reload's end.
+# SIGHUP starts a reload and does not wait for it, so poll for its end.
+# `systemctl reload`, which waits, is section 8.
 served_by 4 >"$STATE/before-reload.txt"
 old_pids=$(awk '{ print $2 }' "$STATE/before-reload.txt" | sort -u)
 : >"$STATE/reload-samples.txt"
@@ -202,9 +274,144 @@ check "after the reload requests still go round-robin" round_robin "$STATE/after
 check "the old workers drained: journal worker-exited with SOCKHERD_EXIT_CODE=0, priority 6" \
   test "$(for p in $old_pids; do jqj "select(.SOCKHERD_EVENT == \"worker-exited\" and .SOCKHERD_WORKER_PID == \"$p\" and .SOCKHERD_EXIT_CODE == \"0\" and .PRIORITY == \"6\") | .SOCKHERD_WORKER_PID"; done | wc -l)" = 4
 
-# ------------------------------------------------------------ 7. watchdog
+# ------------------------------------------------------------ 7. D-Bus and the CLI on the system bus
+# The shipped unit runs the manager as root, so `--bus auto` puts it on the
+# system bus, where the policy lets root own io.sockherd.*.
+owner_pid() {
+  cx busctl --json=short call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+    GetConnectionUnixProcessID s io.sockherd.app | jq -r '.data[0]'
+}
+check "the manager (MainPID) owns io.sockherd.app on the system bus" \
+  test "$(owner_pid)" = "$(prop MainPID)"
+
+cx busctl call "${MGR[@]}" Scale u 6 >"$STATE/scale.txt" 2>&1
+rc=$?
+ready_then=$(mgr_prop ReadyWorkers)
+check "busctl call io.sockherd.app ... Scale u 6 (as root) succeeds" test "$rc" = 0
+check "Scale returns once the new workers are ready (ReadyWorkers=$ready_then when it returns)" \
+  test "$ready_then" = 6
+served_by 6 >"$STATE/rr6.txt"
+check "requests then reach all 6 workers, round-robin ($(awk '{ printf "%s ", $1 }' "$STATE/rr6.txt"))" \
+  round_robin "$STATE/rr6.txt" 6
+
+# Scale-down removes the highest ids. Put a slow request in worker 4: the
+# next request after one served by worker 3 goes there.
+for _ in 1 2 3 4 5 6; do
+  [ "$(get / | sed -nE 's/^hello from worker ([0-9]+) .*/\1/p')" = 3 ] && break
+done
+pid4=$(workers | awk '$1 == 4 { print $2 }')
+conns4=$(conns_of 4)
+(cx curl -sS --max-time 30 -w '%{http_code}\n' "http://127.0.0.1:8080/slow?ms=2000" \
+  >"$STATE/slow-scale.txt" 2>&1) &
+slow=$!
+check "a /slow?ms=2000 request is in worker 4 (pid $pid4)" eventually conns_of_is 4 $((conns4 + 1))
+t=$(ts)
+cx busctl call "${MGR[@]}" ScaleBy i -- -2 >"$STATE/scaleby.txt" 2>&1
+rc=$?
+took=$(elapsed "$t")
+check "ScaleBy i -2 returns the new count ($(cat "$STATE/scaleby.txt"))" \
+  test "$rc $(cat "$STATE/scaleby.txt")" = "0 u 4"
+check "ScaleBy returns once the removed workers have drained (${took} s; worker 4 has exited)" \
+  not alive "$pid4"
+wait "$slow"
+check "the in-flight slow request in the removed worker got its answer ($(tr '\n' ' ' <"$STATE/slow-scale.txt"))" \
+  test "$(cat "$STATE/slow-scale.txt")" = "$(printf 'hello from worker 4 (pid %s)\n200' "$pid4")"
+served_by 8 >"$STATE/rr4.txt"
+check "requests go round-robin over the 4 remaining workers" round_robin "$STATE/rr4.txt"
+
+# The policy lets anyone send to the manager; the manager itself refuses the
+# methods that change something. dbus-send, because busctl does not print
+# the error's name.
+as_nobody() { cx setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+as_nobody dbus-send --system --print-reply --dest=io.sockherd.app /io/sockherd/Manager \
+  io.sockherd.Manager1.Scale uint32:8 >"$STATE/nobody-scale.txt" 2>&1
+rc=$?
+denied() { test "$rc" != 0 && grep -q '^Error io.sockherd.Error.AccessDenied: uid 65534 may not call Scale(8)' "$1"; }
+check "nobody (uid 65534) calling Scale gets io.sockherd.Error.AccessDenied" denied "$STATE/nobody-scale.txt"
+check "... and nothing changed (Workers=4)" test "$(mgr_prop Workers)" = 4
+check "journal: the refusal is logged (dbus-denied, priority 4)" \
+  eventually journal_has 'select(.SOCKHERD_EVENT == "dbus-denied" and .PRIORITY == "4" and (.MESSAGE // "" | tostring | test("uid 65534")))'
+check "nobody can read ReadyWorkers (busctl get-property: u 4)" \
+  test "$(as_nobody busctl get-property "${MGR[@]}" ReadyWorkers)" = "u 4"
+
+cx sockherd status >"$STATE/cli-status.txt" 2>&1
+check "sockherd status (system bus) lists the app" \
+  grep -qE '^app \(io\.sockherd\.app\): running, 4/4 workers ready, generation 2, ' "$STATE/cli-status.txt"
+cx sockherd status app >"$STATE/cli-status-app.txt" 2>&1
+table_ok() {
+  grep -qE '^id +pid +state +↺ +cpu +mem +connections +uptime$' "$1" &&
+    test "$(grep -cE '^[0-3] +[0-9]+ +ready +[0-9]+ +[0-9.]+% +[0-9.]+[KMG]iB +[0-9]+ +[0-9]+[smhd]' "$1")" = 4
+}
+check "sockherd status app shows the workers table (id pid state ↺ cpu mem connections uptime)" \
+  table_ok "$STATE/cli-status-app.txt"
+
+# ------------------------------------------------------------ 8. systemctl reload, under load
+# ExecReload= calls Reload() through `sockherd reload`, which returns when the
+# reload has finished: so must `systemctl reload`. Checked right when it
+# returns, without polling.
+gen_before=$(mgr_prop Generation)
+pids_before=$(ready_pids)
+reload_now() {
+  cx systemctl reload app.service 2>"$STATE/reload.err"
+  reload_rc=$?
+  gen_then=$(mgr_prop Generation)
+  pids_then=$(ready_pids)
+  state_then=$(prop ActiveState)
+}
+under_load reload reload_now
+check "systemctl reload app.service succeeds" test "$reload_rc" = 0
+check "when it returns, Generation is bumped ($gen_before -> $gen_then)" test "$gen_then" = $((gen_before + 1))
+check "when it returns, all 4 ready workers are new" \
+  test "$(echo "$pids_then" | wc -l) $(comm -12 <(echo "$pids_then") <(echo "$pids_before") | wc -l)" = "4 0"
+check "when it returns, the unit is active" test "$state_then" = active
+check "journal: ExecReload= (sockherd reload) said 'app: reloaded, generation $gen_then'" \
+  eventually journal_has "select(.MESSAGE == \"app: reloaded, generation $gen_then\")"
+check "no request failed during the reload ($sent sent, $failed failed, $refused refused)" \
+  test "$sent" -ge 30 -a "$failed" = 0
+
+# ------------------------------------------------------------ 9. a reload that fails
+# New code that cannot start: with the flag file, worker.sh hangs before
+# ready, the manager gives up on it after --ready-timeout 5s, and the reload
+# fails. `systemctl reload` must say so, and the old workers keep serving.
+gen_before=$gen_then
+pids_before=$pids_then
+cx touch /run/sockherd-e2e-hang
+under_load failed-reload reload_now
+cx rm -f /run/sockherd-e2e-hang
+check "systemctl reload fails (exit status $reload_rc) when the new workers cannot become ready" \
+  test "$reload_rc" != 0
+check "the generation stays $gen_before" test "$gen_then" = "$gen_before"
+check "the same 4 workers are ready (pids unchanged)" test "$pids_then" = "$pids_before"
+check "the unit stays active" test "$state_then" = active
+check "journal: ExecReload= (sockherd reload) gave the reason: not ready within 5s" \
+  eventually journal_has 'select(.MESSAGE // "" | tostring | test("^sockherd: app: reload failed: .*not ready within 5s"))'
+check "no request failed during the failed reload ($sent sent, $failed failed, $refused refused)" \
+  test "$sent" -ge 30 -a "$failed" = 0
+check "StatusText says the reload failed and which generation still serves" \
+  status_matches "reload to generation $((gen_before + 1)) failed, generation $gen_before still serving"
+check "journal: reload-finished with SOCKHERD_OK=false, an error (priority 3)" \
+  eventually journal_has "select(.SOCKHERD_EVENT == \"reload-finished\" and .SOCKHERD_GENERATION == \"$((gen_before + 1))\"
+                      and .SOCKHERD_OK == \"false\" and .PRIORITY == \"3\")"
+only_old_left() { test "$(workers | awk '{ print $2 }' | sort)" = "$pids_before"; }
+check "the hung new worker is gone; only the old workers are left" eventually only_old_left
+
+# ------------------------------------------------------------ 10. systemctl restart, under load
+# The manager drains and a new one starts; systemd keeps the listening socket,
+# so connections made meanwhile wait in its backlog and are answered.
+main_before=$(prop MainPID)
+under_load restart cx systemctl restart app.service
+check "systemctl restart app.service succeeds" test "$rc" = 0
+check "a new manager serves (MainPID $main_before -> $(prop MainPID))" \
+  test "$(prop MainPID)" != "$main_before" -a "$(prop ActiveState)" = active
+check "no connection was refused or failed during the restart ($sent sent, $failed failed, $refused refused)" \
+  test "$sent" -ge 30 -a "$failed" = 0 -a "$refused" = 0
+check "some waited for the new manager and were answered ($waited took 0.5 s or more)" test "$waited" -ge 1
+
+# ------------------------------------------------------------ 11. watchdog
 main_pid=$(prop MainPID)
-worker_pids=$new_pids
+worker_pids=$(ready_pids)
+# Counted from here, whatever the manual restart above did to it.
+nrestarts=$(prop NRestarts)
 log "SIGSTOP to the manager (pid $main_pid); WatchdogSec=3s"
 cx kill -STOP "$main_pid"
 queued=()
@@ -212,8 +419,8 @@ for i in 1 2 3; do
   (get / 40 >"$STATE/queued-$i.txt" 2>&1; echo $? >"$STATE/queued-$i.rc") &
   queued+=($!)
 done
-E2E_POLL=30 check "the hung manager is killed by the watchdog and restarted (NRestarts=1)" \
-  eventually prop_is NRestarts 1
+E2E_POLL=30 check "the hung manager is killed by the watchdog and restarted (NRestarts=$((nrestarts + 1)))" \
+  eventually prop_is NRestarts $((nrestarts + 1))
 restarted() {
   local pid
   pid=$(prop MainPID)
@@ -228,7 +435,7 @@ check "journal: systemd reported the watchdog timeout" eventually watchdog_logge
 # shellcheck disable=SC2086 # a list of pids
 check "the hung manager and its workers are gone" none_alive "$main_pid" $worker_pids
 
-# ------------------------------------------------------------ 8. stop drains
+# ------------------------------------------------------------ 12. stop drains
 served_by 4 >"$STATE/before-stop.txt"
 worker_pids=$(awk '{ print $2 }' "$STATE/before-stop.txt" | sort -u)
 count() { prop StatusText | sed -nE 's/.* ([0-9]+) connections? .*/\1/p'; }
@@ -266,7 +473,7 @@ check "both units inactive" \
 port_closed() { ! get / 3 2>/dev/null; }
 check "the port is closed" port_closed
 
-# ------------------------------------------------------------ 9. bad input under systemd
+# ------------------------------------------------------------ 13. bad input under systemd
 # No journal socket (hidden from the unit), --log journal, and a garbage
 # WATCHDOG_USEC: warnings on stderr (which systemd sends to the journal),
 # and the service still starts and serves.
@@ -287,7 +494,7 @@ check "... stops cleanly" cx systemctl stop app-degraded.service
 
 check "no failed units in the container" test -z "$(cx systemctl list-units --failed --plain --no-legend)"
 
-# ------------------------------------------------------------ 10. teardown
+# ------------------------------------------------------------ 14. teardown
 if [ -n "${E2E_KEEP:-}" ]; then
   echo "container left running: leader pid $LEADER, nspawn pid $NSPAWN_PID"
   echo "  enter: nsenter -t $LEADER -a"
