@@ -22,11 +22,12 @@
 //! 4. a worker that decides to go on its own calls [`Listener::stopping`]
 //!    first, so its replacement starts at once.
 //!
-//! Every [`Stream`] reports its own close when it is dropped (`CLOSED=<n>`,
-//! several closes in one message when they come fast), which is how the
-//! manager's `least-conn` policy knows how many connections each worker
-//! holds. Nothing is asked of the app for that but to drop connections it is
-//! done with.
+//! Every [`Stream`] reports its own close when it is dropped (`CLOSED=1`,
+//! sent before the socket is closed, so the client cannot come back with a
+//! new connection before the manager knows; `CLOSED=<n>` for several when the
+//! channel was full), which is how the manager's `least-conn` policy knows how
+//! many connections each worker holds. Nothing is asked of the app for that
+//! but to drop connections it is done with.
 //!
 //! ```no_run
 //! # async fn serve() -> std::io::Result<()> {
@@ -117,18 +118,42 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.closes.count.fetch_add(1, Ordering::Relaxed);
-        self.closes.wake.notify_one();
+        // Runs before the socket field is dropped: reported, then closed.
+        self.closes.closed();
     }
 }
 
-/// Connections closed and not yet reported to the manager.
-#[derive(Debug, Default)]
+/// Reports closed connections to the manager.
+#[derive(Debug)]
 struct Closes {
-    /// How many.
+    /// The channel to the manager.
+    channel: Arc<AsyncFd<OwnedFd>>,
+    /// Closes not reported yet because the channel was full.
     count: AtomicU64,
-    /// Wakes the task that reports them.
+    /// Wakes the task that reports those.
     wake: Notify,
+}
+
+impl Closes {
+    fn new(channel: Arc<AsyncFd<OwnedFd>>) -> Closes {
+        Closes {
+            channel,
+            count: AtomicU64::new(0),
+            wake: Notify::new(),
+        }
+    }
+
+    /// One more connection is closed. Said at once, without waiting: a
+    /// report that lags lets the client's next connection find this worker
+    /// counted as busy (or another counted as idle). If the channel is full,
+    /// or reports are already waiting, the reporting task sends it with them.
+    fn closed(&self) {
+        if self.count.load(Ordering::Relaxed) == 0 && send(&self.channel, "CLOSED=1").is_ok() {
+            return;
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
 }
 
 /// The worker's end of its channel to the manager.
@@ -187,14 +212,14 @@ impl Listener {
             std::sync::Arc::new(unsafe { AsyncFd::register(owned) }.map_err(io::Error::from)?);
         let (conn_tx, conn_rx) = mpsc::channel(QUEUE);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let closed = Arc::new(Closes::default());
+        let closed = Arc::new(Closes::new(Arc::clone(&channel)));
         let reader = tokio::spawn(read_channel(
             std::sync::Arc::clone(&channel),
             conn_tx,
             shutdown_tx,
             Arc::clone(&closed),
         ));
-        let closes = tokio::spawn(report_closes(Arc::clone(&channel), closed));
+        let closes = tokio::spawn(report_closes(closed));
         let heartbeat = std::env::var("SOCKHERD_HEARTBEAT_USEC")
             .ok()
             .and_then(|usec| usec.parse::<u64>().ok())
@@ -264,10 +289,10 @@ impl Drop for Listener {
     }
 }
 
-/// Tells the manager about closed connections as they happen: one message
-/// per wake-up, carrying every close since the last, so closes that come
-/// fast share a message. Ends when the manager is gone.
-async fn report_closes(channel: Arc<AsyncFd<OwnedFd>>, closes: Arc<Closes>) {
+/// Sends the closes [`Closes::closed`] could not: one message per wake-up,
+/// carrying every close since the last. Ends when the manager is gone.
+async fn report_closes(closes: Arc<Closes>) {
+    let channel = &closes.channel;
     let mut unsent = 0u64;
     loop {
         if unsent == 0 {
@@ -277,7 +302,7 @@ async fn report_closes(channel: Arc<AsyncFd<OwnedFd>>, closes: Arc<Closes>) {
         if unsent == 0 {
             continue;
         }
-        match send(&channel, &format!("CLOSED={unsent}")) {
+        match send(channel, &format!("CLOSED={unsent}")) {
             Ok(()) => unsent = 0,
             // The manager is not reading right now: keep the count and try
             // again once the channel has room.
@@ -415,8 +440,7 @@ fn into_stream(fd: OwnedFd, closes: &Arc<Closes>) -> io::Result<Stream> {
         Err(e) => Err(e.into()),
     };
     if socket.is_err() {
-        closes.count.fetch_add(1, Ordering::Relaxed);
-        closes.wake.notify_one();
+        closes.closed();
     }
     Ok(Stream {
         socket: socket?,
