@@ -74,7 +74,14 @@ impl std::str::FromStr for Policy {
 #[derive(Debug)]
 pub enum Order {
     /// `start, start + 1, …` modulo `len`, `len` of them.
-    Cyclic { start: usize, len: usize, k: usize },
+    Cyclic {
+        /// Where the round starts: the cursor.
+        start: usize,
+        /// How many workers there are.
+        len: usize,
+        /// How many have been visited.
+        k: usize,
+    },
     /// An explicit order.
     Listed(std::vec::IntoIter<usize>),
 }
