@@ -6,7 +6,9 @@ the SOCK_SEQPACKET socket numbered SOCKHERD_CHANNEL_FD. The worker says
 READY=1; from then on each CONN=<socket name> message carries one accepted
 connection as its fd, and SHUTDOWN=1 means: no more connections will come,
 finish and exit 0. Every connection gets one minimal HTTP/1.1 answer naming the
-worker. Connections are served one at a time, to keep the example short.
+worker, and once it is closed the worker says CLOSED=1, which is how the
+manager's least-conn policy counts the connections each worker holds.
+Connections are served one at a time, to keep the example short.
 
 Run it: sockherd serve --listen 127.0.0.1:8080 -- python3 examples/worker.py
 """
@@ -47,6 +49,7 @@ def main():
             key, _, value = line.partition("=")
             if key == "CONN" and fds:
                 answer(socket.socket(fileno=fds.pop()), body)
+                channel.send(b"CLOSED=1")
             elif key == "SHUTDOWN" and value == "1":
                 return 0
         for fd in fds:  # never expected; do not leak it

@@ -40,6 +40,11 @@ const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 /// (a worker joining the ring also wakes us).
 const BUSY_RETRY: Duration = Duration::from_millis(2);
 
+/// Under ip-hash, how long a connection waits for its client's worker while
+/// that worker is busy before it goes to the client's next choice: sticky
+/// through a burst, but one stuck worker cannot hold up the whole socket.
+const STICKY_PATIENCE: Duration = Duration::from_millis(50);
+
 /// Registers `listener` with the dispatcher (so workers can ask for it from
 /// the start) and runs its accept loop until `stop` turns true.
 pub fn spawn(
@@ -135,11 +140,20 @@ async fn hand_over(
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut conn = conn;
+    // Set at the first stall: the clock is read only when a connection waits.
+    let mut waiting_since: Option<Instant> = None;
     loop {
-        match dispatcher.dispatch(conn, socket) {
+        let spill = waiting_since.is_some_and(|since| since.elapsed() >= STICKY_PATIENCE);
+        let dispatched = if spill {
+            dispatcher.dispatch_spilling(conn, socket)
+        } else {
+            dispatcher.dispatch(conn, socket)
+        };
+        match dispatched {
             Ok(()) => return true,
             Err((back, stall)) => {
                 conn = back;
+                waiting_since.get_or_insert_with(Instant::now);
                 let wait = async {
                     match stall {
                         Stall::NoneReady => dispatcher.joined().await,

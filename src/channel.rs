@@ -8,8 +8,11 @@
 //!
 //! Manager → worker: `CONN=<socket name>` with the connection's fd attached
 //! (`SCM_RIGHTS`), and `SHUTDOWN=1`. Worker → manager: `READY=1`, `STOPPING=1`,
-//! `WATCHDOG=1` (heartbeat) and `STATUS=…`; other well-formed keys are ignored so
-//! the protocol can grow. Anything else is garbage and costs the worker its life.
+//! `WATCHDOG=1` (heartbeat), `STATUS=…` and `CLOSED=<n>` (connections closed
+//! since the last report, for least-conn); other well-formed keys are ignored
+//! so the protocol can grow. Anything else is garbage and costs the worker its
+//! life. The same parser reads `sd_notify` messages of `--policy none` workers
+//! ([`crate::shared`]), which share the format.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -55,6 +58,9 @@ pub struct Notice {
     pub heartbeat: bool,
     /// `STATUS=…`: a line of its own state, for logs.
     pub status: Option<String>,
+    /// `CLOSED=<n>`: connections it closed since its last report, summed over
+    /// the message's lines; what least-conn subtracts from what it handed over.
+    pub closed: u64,
 }
 
 /// Why a worker's message was rejected.
@@ -84,6 +90,12 @@ pub fn parse_notice(bytes: &[u8]) -> Result<Notice, Garbage> {
             ("STOPPING", "1") => notice.stopping = true,
             ("WATCHDOG", "1") => notice.heartbeat = true,
             ("STATUS", status) => notice.status = Some(status.to_owned()),
+            ("CLOSED", count) => {
+                let count: u64 = count.parse().map_err(|_| {
+                    Garbage(format!("CLOSED={:?} is not a count", truncated(count)))
+                })?;
+                notice.closed = notice.closed.saturating_add(count);
+            }
             _ => {}
         }
     }
@@ -240,6 +252,8 @@ mod tests {
         assert!(parse_notice(b"WATCHDOG=1").unwrap().heartbeat);
         assert!(parse_notice(b"STOPPING=1\n").unwrap().stopping);
         assert_eq!(parse_notice(b"FUTURE_KEY=x").unwrap(), Notice::default());
+        assert_eq!(parse_notice(b"CLOSED=3").unwrap().closed, 3);
+        assert_eq!(parse_notice(b"CLOSED=3\nCLOSED=4\n").unwrap().closed, 7);
     }
 
     #[tokio::test]
@@ -270,6 +284,9 @@ mod tests {
             b"ready=1",
             b"=1",
             b"\xff\xfe",
+            b"CLOSED=",
+            b"CLOSED=-1",
+            b"CLOSED=lots",
             &[b'A'; MAX_MESSAGE + 1],
         ] {
             assert!(parse_notice(bad).is_err(), "{bad:?}");

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::journal;
 use crate::listener::ListenAddr;
 use crate::node::NodeArgs;
+use crate::policy::Policy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +27,18 @@ pub enum Command {
     Serve(Box<Serve>),
     #[command(flatten)]
     Control(crate::control::Command),
+    /// Internal: how a `--policy none` worker is started. Sets `LISTEN_PID`
+    /// (and `WATCHDOG_PID`) to this process's pid, then execs COMMAND in place.
+    #[command(name = crate::shared::EXEC_LISTEN, hide = true)]
+    ExecListen(ExecListen),
+}
+
+/// The arguments of the hidden `__exec-listen` subcommand.
+#[derive(Debug, Args)]
+pub struct ExecListen {
+    /// The worker program and its arguments, run with the pid we have.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -44,6 +57,13 @@ pub struct Serve {
     /// no socket named `metrics`: IP:PORT, [IPv6]:PORT or a socket path.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<ListenAddr>,
+
+    /// Who gets each connection: rr (round-robin), least-conn (fewest open
+    /// connections), ip-hash (the same client address, the same worker) or
+    /// none (every worker inherits the sockets and accepts by itself; see
+    /// docs/policies.md).
+    #[arg(long, value_enum, default_value_t = Policy::RoundRobin)]
+    pub policy: Policy,
 
     /// Number of workers; 0 means one per CPU.
     #[arg(long, short = 'w', default_value_t = 0)]

@@ -12,12 +12,14 @@
 //! reload-batch = 1
 //! max-memory = "512M"
 //! heartbeat-timeout = "30s"
+//! policy = "least-conn"
 //! ```
 //!
 //! **The file wins over flags.** Flags in `ExecStart=` are the defaults; the
 //! file is what an operator edits before `systemctl reload`, so what it says
 //! must take effect. The listening sockets and the app's name are not in the file: they cannot
-//! change without a restart. A file that does not parse fails the reload and
+//! change without a restart. Nor can `policy` change between `none` and the
+//! others: that moves the manager into or out of the connection path. A file that does not parse fails the reload and
 //! the running workers keep serving.
 
 use std::ffi::OsString;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::parse_duration;
+use crate::policy::Policy;
 
 /// The file's contents; every key optional.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -42,6 +45,7 @@ pub struct Config {
     pub reload_batch: Option<u32>,
     pub max_memory: Option<String>,
     pub heartbeat_timeout: Option<String>,
+    pub policy: Option<String>,
 }
 
 /// Settings a config file can carry, after parsing units.
@@ -57,6 +61,7 @@ pub struct Overrides {
     pub reload_batch: Option<u32>,
     pub max_memory: Option<u64>,
     pub heartbeat_timeout: Option<Duration>,
+    pub policy: Option<Policy>,
 }
 
 /// Reads and checks a config file. Errors name the file and the problem.
@@ -101,6 +106,11 @@ pub fn parse(text: &str) -> Result<Overrides, String> {
             .map(|v| parse_size(v).map_err(|e| format!("max-memory: {e}")))
             .transpose()?,
         heartbeat_timeout: duration("heartbeat-timeout", &config.heartbeat_timeout)?,
+        policy: config
+            .policy
+            .as_deref()
+            .map(|p| p.parse().map_err(|e| format!("policy: {e}")))
+            .transpose()?,
     })
 }
 
@@ -139,6 +149,7 @@ mod tests {
             kill-timeout = "10s"
             max-memory = "512M"
             heartbeat-timeout = "30s"
+            policy = "ip-hash"
             "#,
         )
         .unwrap();
@@ -146,6 +157,7 @@ mod tests {
         assert_eq!(o.kill_timeout, Some(Duration::from_secs(10)));
         assert_eq!(o.max_memory, Some(512 << 20));
         assert_eq!(o.command.unwrap().len(), 2);
+        assert_eq!(o.policy, Some(Policy::IpHash));
     }
 
     #[test]
@@ -158,6 +170,8 @@ mod tests {
             "max-memory = \"lots\"",
             "command = []",
             "workers = -1",
+            "policy = \"random\"",
+            "policy = 1",
             "[",
         ] {
             assert!(parse(bad).is_err(), "{bad}");

@@ -18,15 +18,23 @@
 //! listens on, and may hand it back later (refused, or died holding it). A
 //! connection handed back goes to its [`Socket`]'s accept loop, which
 //! dispatches it again like a new one.
+//!
+//! *Which* ready worker is offered a connection first is the [`Policy`]'s
+//! choice ([`crate::policy`]); the rest — skipping busy workers, dropping
+//! broken ones, stalling when nobody can take it — is the same for all.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::OwnedFd;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
+
+use nix::sys::socket::{getpeername, SockaddrStorage};
 
 use tokio::sync::{mpsc, Notify};
 
 use crate::listener::Local;
 use crate::metrics::Stats;
+use crate::policy::{self, Candidate, Policy};
 use crate::transport::{Refused, Transport};
 
 /// A ready worker as dispatch sees it.
@@ -41,6 +49,26 @@ pub struct Route {
     pub transport: Transport,
     /// Connections handed to this process, for status and D-Bus.
     pub dispatched: Cell<u64>,
+    /// Of those, how many the worker reported closed (`CLOSED=<n>`): the
+    /// difference is what least-conn and the metrics call open.
+    pub closed: Cell<u64>,
+}
+
+impl Route {
+    /// Connections it holds now, as far as the manager knows: handed over and
+    /// not reported closed. A worker that never reports (a Node.js app, or a
+    /// native worker written before `CLOSED=`) holds every one it was given.
+    pub fn open(&self) -> u64 {
+        self.dispatched.get().saturating_sub(self.closed.get())
+    }
+
+    /// The worker reported `n` more connections closed. A worker cannot close
+    /// more than it was given: extra reports are dropped rather than kept as
+    /// credit that would hide its next connections from least-conn.
+    pub fn report_closed(&self, n: u64) {
+        let closed = self.closed.get().saturating_add(n);
+        self.closed.set(closed.min(self.dispatched.get()));
+    }
 }
 
 /// Why a connection came back undelivered.
@@ -79,8 +107,11 @@ impl Socket {
 pub struct Dispatcher {
     /// Ready workers sorted by (id, serial): round-robin goes 0, 1, 2, …
     ring: RefCell<Vec<Rc<Route>>>,
-    /// Index into `ring` of the worker that gets the next connection.
+    /// Index into `ring` of the worker that gets the next connection, for
+    /// round-robin and for breaking least-conn's ties.
     next: Cell<usize>,
+    /// Who is offered a connection first; changed by a reload.
+    policy: Cell<Policy>,
     /// Woken whenever a worker joins the ring or can take more than before, so
     /// a stalled accept loop resumes.
     joined: Rc<Notify>,
@@ -100,6 +131,7 @@ impl Dispatcher {
         Dispatcher {
             ring: RefCell::new(Vec::new()),
             next: Cell::new(0),
+            policy: Cell::new(Policy::default()),
             joined: Rc::new(Notify::new()),
             broken,
             total: Cell::new(0),
@@ -160,6 +192,15 @@ impl Dispatcher {
         }
     }
 
+    /// Sets the policy for the connections dispatched from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.set(policy);
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy.get()
+    }
+
     pub fn ready_count(&self) -> usize {
         self.ring.borrow().len()
     }
@@ -173,49 +214,89 @@ impl Dispatcher {
         self.joined.notified().await;
     }
 
-    /// Hands `conn`, accepted on `socket`, to the next ready worker in
-    /// round-robin order that serves that socket. On success the connection
-    /// belongs to the worker's transport; otherwise it comes back intact.
+    /// Hands `conn`, accepted on `socket`, to the first ready worker in the
+    /// policy's order that serves that socket and can take it now. On success
+    /// the connection belongs to the worker's transport; otherwise it comes
+    /// back intact.
+    ///
+    /// Under ip-hash a client's worker that is busy is waited for (the
+    /// connection comes back with [`Stall::AllBusy`]) rather than passed over,
+    /// so the client stays put; see [`Dispatcher::dispatch_spilling`].
     pub fn dispatch(&self, conn: OwnedFd, socket: &Socket) -> Result<(), (OwnedFd, Stall)> {
+        self.dispatch_with(conn, socket, false)
+    }
+
+    /// Like [`Dispatcher::dispatch`], but under ip-hash a client whose worker
+    /// is busy goes to its next choice: for a connection that has waited long
+    /// enough, so one stuck worker cannot hold up a whole socket.
+    pub fn dispatch_spilling(
+        &self,
+        conn: OwnedFd,
+        socket: &Socket,
+    ) -> Result<(), (OwnedFd, Stall)> {
+        self.dispatch_with(conn, socket, true)
+    }
+
+    fn dispatch_with(
+        &self,
+        conn: OwnedFd,
+        socket: &Socket,
+        spill: bool,
+    ) -> Result<(), (OwnedFd, Stall)> {
+        let policy = self.policy.get();
+        let client = match policy {
+            Policy::IpHash => peer_ip(&conn),
+            _ => None,
+        };
+        let order = {
+            let ring = self.ring.borrow();
+            if policy == Policy::RoundRobin {
+                // Only the ring's length matters: no allocation per connection.
+                policy::Order::cyclic(self.next.get(), ring.len())
+            } else {
+                let candidates: Vec<Candidate> = ring
+                    .iter()
+                    .map(|r| Candidate {
+                        id: r.id,
+                        open: r.open(),
+                    })
+                    .collect();
+                policy::order(policy, &candidates, self.next.get(), client)
+            }
+        };
+        // A client with an address under ip-hash waits for its own worker.
+        let sticky = client.is_some() && !spill;
         let mut conn = conn;
-        let mut at = self.next.get();
-        let mut tries = self.ring.borrow().len();
         let mut serving = false;
-        while tries > 0 {
-            tries -= 1;
-            let route = {
-                let ring = self.ring.borrow();
-                if ring.is_empty() {
-                    break;
-                }
-                at %= ring.len();
-                Rc::clone(&ring[at])
-            };
+        // Broken workers leave the ring after the loop, so `order`'s indices
+        // stay valid while it runs.
+        let mut gone = Vec::new();
+        for at in order {
+            let route = Rc::clone(&self.ring.borrow()[at]);
             match route.transport.offer(conn, socket) {
                 Ok(()) => {
-                    self.next.set(at + 1);
                     route.dispatched.set(route.dispatched.get() + 1);
                     self.total.set(self.total.get() + 1);
+                    self.next.set(at + 1);
+                    self.forget(gone);
                     return Ok(());
                 }
                 Err((back, Refused::Busy)) => {
                     conn = back;
                     serving = true;
-                    at += 1;
+                    if sticky {
+                        break;
+                    }
                 }
-                Err((back, Refused::NotListening)) => {
-                    conn = back;
-                    at += 1;
-                }
+                Err((back, Refused::NotListening)) => conn = back,
                 Err((back, Refused::Gone)) => {
-                    // The worker died between two connections. Drop it from the
-                    // ring (`at` now points at its successor) and retry.
+                    // The worker died between two connections: try the next one.
                     conn = back;
-                    self.leave(route.serial);
-                    let _ = self.broken.send(route.serial);
+                    gone.push(route.serial);
                 }
             }
         }
+        self.forget(gone);
         let stall = if serving {
             Stall::AllBusy
         } else {
@@ -224,8 +305,27 @@ impl Dispatcher {
         Err((conn, stall))
     }
 
+    /// Drops workers whose channel broke under dispatch from the ring, and
+    /// tells the pool.
+    fn forget(&self, gone: Vec<u64>) {
+        for serial in gone {
+            self.leave(serial);
+            let _ = self.broken.send(serial);
+        }
+    }
+
     /// The ready workers in dispatch order, for status reports.
     pub fn routes(&self) -> Vec<Rc<Route>> {
         self.ring.borrow().clone()
     }
+}
+
+/// The address of the client at the other end of `conn`: `None` for a Unix
+/// socket peer, or a client that is already gone.
+fn peer_ip(conn: &OwnedFd) -> Option<IpAddr> {
+    let addr: SockaddrStorage = getpeername(conn.as_raw_fd()).ok()?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
+    }
+    addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
 }

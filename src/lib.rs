@@ -7,9 +7,11 @@
 //! manager binds `--listen` addresses itself ([`listener`]). The manager forks a
 //! pool of workers ([`spawn`], [`pool`]), each with its own channel, a
 //! `SOCK_SEQPACKET` socketpair ([`channel`]). One task per socket accepts
-//! ([`accept`]) and hands every connection to the next ready worker, in
-//! round-robin order, by sending its fd over that channel ([`dispatch`]). The
-//! worker serves it; the manager has already closed its own copy.
+//! ([`accept`]) and hands every connection to a ready worker chosen by the
+//! dispatch [`policy`] (round-robin by default; least-conn, ip-hash), by
+//! sending its fd over that channel ([`dispatch`]). The worker serves it; the
+//! manager has already closed its own copy. Under `--policy none` the workers
+//! inherit the sockets and accept by themselves ([`shared`]).
 //!
 //! Workers need not speak sockherd's protocol: an unmodified Node.js app runs
 //! as cluster workers of the manager itself, which speaks Node's cluster IPC
@@ -57,9 +59,11 @@ pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod output;
+pub mod policy;
 pub mod pool;
 pub mod report;
 pub mod serve;
+pub mod shared;
 pub mod shutdown;
 pub mod spawn;
 pub mod transport;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sockherd::cli::{Cli, Command};
-use sockherd::{control, journal, serve};
+use sockherd::{control, journal, serve, shared};
 use tracing::level_filters::LevelFilter;
 
 fn main() -> ExitCode {
@@ -53,5 +53,6 @@ fn main() -> ExitCode {
             serve::run(prepared, &runtime)
         }
         Command::Control(command) => control::run(command, &runtime),
+        Command::ExecListen(args) => shared::exec_listen(args.command),
     }
 }

@@ -7,7 +7,10 @@
 //! [`Stats`] holds the counters that live on the connection path (dispatch
 //! latency, accept errors); they are plain cells bumped by the accept loops,
 //! which costs two clock reads per connection. Everything about workers is
-//! asked of the pool when a scrape comes in.
+//! asked of the pool when a scrape comes in, including each worker's open
+//! connections: handed over and not reported closed, the count least-conn
+//! goes by. Under `--policy none` the workers accept by themselves and the
+//! manager sees no connection, so the connection metrics stay at zero.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -244,6 +247,17 @@ fn render(
     }
     header(
         &mut out,
+        "policy_info",
+        "gauge",
+        "The dispatch policy in force (label policy).",
+    );
+    let _ = writeln!(
+        out,
+        "sockherd_policy_info{{{app},policy=\"{}\"}} 1",
+        escape(&snapshot.policy)
+    );
+    header(
+        &mut out,
         "reloads_total",
         "counter",
         "Rolling reloads, by result.",
@@ -301,12 +315,18 @@ fn render(
         status.connections
     );
     type Value = fn(&WorkerInfo) -> String;
-    let per_worker: [(&str, &str, &str, Value); 4] = [
+    let per_worker: [(&str, &str, &str, Value); 5] = [
         (
             "worker_connections_total",
             "counter",
             "Connections handed to this worker process.",
             |w| w.connections.to_string(),
+        ),
+        (
+            "worker_connections_open",
+            "gauge",
+            "Connections handed to this worker process and not reported closed yet.",
+            |w| w.open.to_string(),
         ),
         (
             "worker_restarts_total",

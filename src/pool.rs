@@ -34,6 +34,7 @@ use crate::backoff::{Limit, Verdict};
 use crate::channel::{Garbage, Notice};
 use crate::dispatch::{Dispatcher, Route};
 use crate::journal::Stream;
+use crate::policy::Policy;
 use crate::report::{
     Event, Handle, PoolState, Reply, Request, RequestError, Snapshot, Status, WorkerInfo,
 };
@@ -70,8 +71,8 @@ pub struct Settings {
     pub limit: Limit,
     /// Workers replaced at once in a rolling reload.
     pub reload_batch: u32,
-    /// The dispatch policy's name, for status.
-    pub policy: String,
+    /// Who gets the next connection; also shown in status.
+    pub policy: Policy,
     /// A worker that sent a heartbeat and then none for this long is hung.
     pub heartbeat_timeout: Option<Duration>,
     /// RSS above which a worker is replaced (new before old); past twice
@@ -185,7 +186,7 @@ impl Pool {
             restarts: 0,
             generation: 1,
             gave_up: Vec::new(),
-            policy: settings.policy.clone(),
+            policy: settings.policy.name().to_owned(),
         });
         let handle = Handle {
             requests: requests_tx,
@@ -506,6 +507,7 @@ impl Pool {
             id,
             transport,
             dispatched: Cell::new(0),
+            closed: Cell::new(0),
         });
         let deadline = Instant::now() + self.settings.ready_timeout;
         let worker = Worker::new(
@@ -564,6 +566,9 @@ impl Pool {
         };
         if notice.heartbeat {
             worker.last_heartbeat = Some(Instant::now());
+        }
+        if notice.closed > 0 {
+            worker.route.report_closed(notice.closed);
         }
         if let Some(status) = &notice.status {
             tracing::debug!(
@@ -775,6 +780,15 @@ impl Pool {
         if let Some(reconfigure) = &self.reconfigure {
             match reconfigure() {
                 Ok((spec, settings)) => {
+                    if settings.policy != self.settings.policy {
+                        tracing::info!(
+                            event = "policy-changed",
+                            "dispatch policy {} from now on (was {})",
+                            settings.policy,
+                            self.settings.policy
+                        );
+                        self.dispatcher.set_policy(settings.policy);
+                    }
                     self.spec = spec;
                     self.settings = settings;
                 }
@@ -1049,6 +1063,7 @@ impl Pool {
                         .map_or(0, |d| d.as_micros() as u64),
                     rss_bytes,
                     connections: w.route.dispatched.get(),
+                    open: w.route.open(),
                     cpu_usec,
                 }
             })
@@ -1100,7 +1115,7 @@ impl Pool {
                 .filter(|s| s.state == SlotState::GaveUp)
                 .map(|s| s.id)
                 .collect(),
-            policy: self.settings.policy.clone(),
+            policy: self.settings.policy.name().to_owned(),
         };
         self.snapshot.send_if_modified(|current| {
             if *current == snapshot {

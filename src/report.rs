@@ -102,6 +102,8 @@ pub struct WorkerInfo {
     pub rss_bytes: u64,
     /// Connections handed to this process.
     pub connections: u64,
+    /// Of those, the ones it has not reported closed yet (least-conn's count).
+    pub open: u64,
     /// CPU time used (user + system), µs.
     pub cpu_usec: u64,
 }

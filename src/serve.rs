@@ -4,6 +4,10 @@
 //! each ([`crate::accept`]) → the [`Dispatcher`] → workers started and kept
 //! by the [`Pool`]. Signals become pool requests ([`crate::shutdown`]). On
 //! the way out the order is explicit: stop accepting, drain the workers, exit.
+//!
+//! Under `--policy none` the middle drops out: the sockets go to the workers
+//! ([`crate::shared`]) and no accept loop runs. A socket named `metrics` is
+//! never a dispatch socket nor passed to workers, whatever the policy.
 
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -16,7 +20,9 @@ use crate::cli::Serve;
 use crate::config;
 use crate::dispatch::Dispatcher;
 use crate::listener::Listener;
+use crate::policy::Policy;
 use crate::pool::{Outcome, Pool, Reconfigure, Settings};
+use crate::shared::Shared;
 use crate::spawn::{self, Spec};
 use crate::transport::Protocol;
 use crate::{accept, activation, bus, metrics, node, notify, shutdown};
@@ -26,7 +32,10 @@ const METRICS: &str = "metrics";
 
 /// Everything checked before anything starts, so bad input is one clear line.
 pub struct Prepared {
+    /// The sockets the manager accepts on (none under `--policy none`).
     listeners: Vec<Listener>,
+    /// Under `--policy none`: the sockets the workers accept on themselves.
+    shared: Option<Rc<Shared>>,
     /// Where metrics are served, if anywhere.
     metrics: Option<Listener>,
     spec: Spec,
@@ -94,21 +103,66 @@ pub fn prepare(args: &Serve) -> Result<Prepared, String> {
         kill_timeout: settings.kill_timeout,
         max_restarts: settings.limit.max_restarts,
     };
+    let (listeners, shared) = if settings.policy.dispatches() {
+        (listeners, None)
+    } else {
+        let shared = Shared::new(listeners).map_err(|e| format!("--policy none: {e}"))?;
+        (Vec::new(), Some(Rc::new(shared)))
+    };
+    let mut spec = spec;
+    share(&mut spec, &settings, shared.as_ref())?;
     let bus = bus::plan(&args.bus, &spec.app)?;
     let reconfigure = args.config.as_ref().map(|_| {
         let args = args.clone();
         let app = spec.app.clone();
-        Box::new(move || configure(&args, Some(&app))) as Reconfigure
+        let shared = shared.clone();
+        Box::new(move || {
+            let (mut spec, settings) = configure(&args, Some(&app))?;
+            share(&mut spec, &settings, shared.as_ref())?;
+            Ok((spec, settings))
+        }) as Reconfigure
     });
     Ok(Prepared {
         bus,
         notify,
         listeners,
+        shared,
         metrics,
         spec,
         settings,
         reconfigure,
     })
+}
+
+/// Makes the workers of a `--policy none` app share the sockets, and refuses
+/// what cannot be: Node.js workers (their `listen()` is answered over the
+/// cluster channel), and a reload that moves the manager into or out of the
+/// connection path (`shared` is what the manager started with).
+fn share(spec: &mut Spec, settings: &Settings, shared: Option<&Rc<Shared>>) -> Result<(), String> {
+    match (settings.policy.dispatches(), shared) {
+        (true, None) => Ok(()),
+        (false, Some(shared)) => match spec.protocol {
+            Protocol::Node(_) => Err(
+                "--policy none runs socket-activated servers that accept by themselves; \
+                 Node.js workers need a dispatching policy (rr, least-conn or ip-hash)"
+                    .into(),
+            ),
+            _ => {
+                spec.protocol = Protocol::Shared(Rc::clone(shared));
+                Ok(())
+            }
+        },
+        (_, shared) => Err(format!(
+            "policy {} cannot take effect on reload: moving between none and the \
+             dispatching policies needs a restart (the manager started with {})",
+            settings.policy,
+            if shared.is_some() {
+                "none"
+            } else {
+                "a dispatching policy"
+            }
+        )),
+    }
 }
 
 /// Flags, then the config file over them: what to run and how. `app` is the
@@ -178,7 +232,7 @@ fn configure(args: &Serve, app: Option<&str>) -> Result<(Spec, Settings), String
                 window: file.restart_window.unwrap_or(args.restart_window),
             },
             reload_batch,
-            policy: "rr".to_owned(),
+            policy: file.policy.unwrap_or(args.policy),
             heartbeat_timeout,
             max_memory: file.max_memory.or(args.max_memory),
         },
@@ -199,6 +253,7 @@ pub fn run(prepared: Prepared, runtime: &tokio::runtime::Runtime) -> ExitCode {
 async fn serve(prepared: Prepared) -> ExitCode {
     let Prepared {
         listeners,
+        shared,
         metrics,
         spec,
         settings,
@@ -215,13 +270,31 @@ async fn serve(prepared: Prepared) -> ExitCode {
             listener.name
         );
     }
+    for listener in shared.iter().flat_map(|s| s.listeners()) {
+        tracing::info!(
+            socket = %listener.local,
+            name = %listener.name,
+            "listening on {} ({}), shared with the workers: they accept by themselves",
+            listener.local,
+            listener.name
+        );
+    }
+    drop(shared);
     let (broken_tx, broken_rx) = mpsc::unbounded_channel();
     let dispatcher = Rc::new(Dispatcher::new(broken_tx));
+    dispatcher.set_policy(settings.policy);
+    if settings.policy == Policy::LeastConn && matches!(spec.protocol, Protocol::Node(_)) {
+        tracing::warn!(
+            "least-conn with Node.js workers counts hand-offs, not open connections: \
+             Node's cluster protocol does not report closes (see docs/policies.md)"
+        );
+    }
     tracing::info!(
         event = "starting",
-        "starting {} workers ({} protocol): {}",
+        "starting {} workers ({} protocol, policy {}): {}",
         settings.workers,
         spec.protocol.name(),
+        settings.policy,
         spec.program.display()
     );
     let (pool, handle) = Pool::new(

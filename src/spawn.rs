@@ -2,8 +2,11 @@
 //!
 //! Every worker is started the same way:
 //! - its channel end is fd 3 (`SOCKHERD_CHANNEL_FD=3`, or `NODE_CHANNEL_FD=3`
-//!   for a Node.js app: see [`Protocol`]); nothing else is
-//!   inherited but stdin (`/dev/null`) and stdout/stderr (pipes to the manager);
+//!   for a Node.js app: see [`Protocol`]) — or, under `--policy none`, the
+//!   listening sockets are fds 3, 4, … as systemd passes them, and it is
+//!   started through `sockherd __exec-listen` so that `LISTEN_PID` names it
+//!   ([`crate::shared`]); nothing else is inherited but stdin (`/dev/null`)
+//!   and stdout/stderr (pipes to the manager);
 //! - the socket-activation and notify variables meant for the manager are
 //!   stripped, and `SOCKHERD_WORKER_ID`, `NODE_APP_INSTANCE`, `SOCKHERD_APP`,
 //!   the protocol's variables (`SOCKHERD_PROTOCOL`, …) and
@@ -17,17 +20,23 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use nix::libc;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
-use crate::transport::Protocol;
+use crate::shared::EXEC_LISTEN;
+use crate::transport::{End, Protocol};
 
-/// The fd number of the channel in every worker.
+/// The fd number of the channel in every worker, and of the first listening
+/// socket of a shared-accept worker (`SD_LISTEN_FDS_START`).
 pub const CHANNEL_FD: i32 = 3;
+
+/// The program that starts a shared-accept worker: this binary, whichever
+/// file it was started from (see [`crate::shared`]).
+const SELF: &str = "/proc/self/exe";
 
 /// Variables of the manager's own environment that must not reach workers.
 const STRIPPED: [&str; 7] = [
@@ -60,8 +69,8 @@ pub struct Spec {
 pub struct Spawned {
     pub child: Child,
     pub pid: u32,
-    /// The manager's end of the worker's channel.
-    pub channel: OwnedFd,
+    /// The manager's end of the worker's channel or notify socket.
+    pub channel: End,
     pub stdout: ChildStdout,
     pub stderr: ChildStderr,
 }
@@ -100,8 +109,14 @@ pub fn resolve(program: &OsString) -> Result<PathBuf, String> {
 
 /// Starts worker `id` of the app.
 pub fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
-    let (manager_end, worker_end) = spec.protocol.channel_pair()?;
-    let mut cmd = Command::new(&spec.program);
+    let wiring = spec.protocol.wire(id)?;
+    let mut cmd = if wiring.own_pid {
+        let mut cmd = Command::new(SELF);
+        cmd.arg(EXEC_LISTEN).arg("--").arg(&spec.program);
+        cmd
+    } else {
+        Command::new(&spec.program)
+    };
     cmd.args(&spec.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -113,26 +128,44 @@ pub fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
     cmd.env("SOCKHERD_WORKER_ID", id.to_string())
         .env("NODE_APP_INSTANCE", id.to_string())
         .env("SOCKHERD_APP", &spec.app);
-    for (var, value) in spec.protocol.worker_env(id, CHANNEL_FD) {
+    for (var, value) in &wiring.env {
         cmd.env(var, value);
     }
     match spec.heartbeat_interval {
         Some(every) => cmd.env("SOCKHERD_HEARTBEAT_USEC", every.as_micros().to_string()),
         None => cmd.env_remove("SOCKHERD_HEARTBEAT_USEC"),
     };
+    if let (true, Some(every)) = (wiring.own_pid, spec.heartbeat_interval) {
+        // systemd's meaning: the timeout itself; sd_watchdog_enabled() users
+        // ping at half of it, which is what SOCKHERD_HEARTBEAT_USEC says.
+        cmd.env("WATCHDOG_USEC", (every * 2).as_micros().to_string());
+    }
 
-    let child_end = worker_end.as_raw_fd();
+    let inherit = wiring.inherit;
+    // Where each inherited fd is parked before it is put in place; filled in
+    // the child, allocated here because the child must not allocate.
+    let mut parked: Vec<RawFd> = vec![-1; inherit.len()];
     let manager_pid = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (dup2, fcntl, setpgid, prctl, getppid, _exit).
+    // async-signal-safe functions (fcntl, dup2, setpgid, prctl, getppid, _exit).
     unsafe {
         cmd.pre_exec(move || {
-            if child_end == CHANNEL_FD {
-                if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) < 0 {
+            // Park every fd above the targets first, so that putting one at
+            // 3 + i cannot clobber another not yet placed (systemd's sockets
+            // sit at 3, 4, … in the manager too).
+            let above = CHANNEL_FD + inherit.len() as RawFd;
+            for (to, from) in parked.iter_mut().zip(&inherit) {
+                *to = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, above);
+                if *to < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(child_end, CHANNEL_FD) < 0 {
-                return Err(io::Error::last_os_error());
+            }
+            for (offset, fd) in parked.iter().enumerate() {
+                // dup2 clears close-on-exec on the new descriptor; the parked
+                // copy is close-on-exec and goes with the exec.
+                if libc::dup2(*fd, CHANNEL_FD + offset as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             if libc::setpgid(0, 0) < 0 {
                 return Err(io::Error::last_os_error());
@@ -148,7 +181,8 @@ pub fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
         });
     }
     let mut child = cmd.spawn()?;
-    drop(worker_end);
+    // The worker has its own copies now.
+    drop(wiring.handed);
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("worker exited before it was seen"))?;
@@ -163,7 +197,7 @@ pub fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
     Ok(Spawned {
         child,
         pid,
-        channel: manager_end,
+        channel: wiring.end,
         stdout,
         stderr,
     })

@@ -13,11 +13,18 @@
 //!   plain `child_process` IPC child ([`crate::node`]). It holds the connection
 //!   until the app took it, takes one at a time, and hands connections back
 //!   to dispatch when the app refuses them or dies holding one.
+//! - [`Transport::Notify`]: a shared-accept worker (`--policy none`,
+//!   [`crate::shared`]). It accepts by itself, so it is never offered a
+//!   connection; it talks `sd_notify` on a socket of its own and is asked to
+//!   stop with SIGTERM.
 //!
 //! Which one a worker gets is the app's [`Protocol`], decided once at start-up.
+//! [`Protocol::wire`] says what a new worker inherits; [`Transport::open`]
+//! wraps the manager's end of it.
 
+use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use nix::sys::signal::Signal;
@@ -27,6 +34,8 @@ use tokio::sync::mpsc;
 use crate::channel::{self, Channel, Garbage, Notice, SendError, PROTOCOL_VERSION};
 use crate::dispatch::{Dispatcher, Socket};
 use crate::node;
+use crate::shared::{self, Shared};
+use crate::spawn::CHANNEL_FD;
 
 /// What the workers of this app speak.
 #[derive(Debug, Clone)]
@@ -35,29 +44,71 @@ pub enum Protocol {
     Native,
     /// Node.js IPC, as a cluster primary or as a `child_process` parent.
     Node(Rc<node::App>),
+    /// `sd_notify` on a socket per worker; the workers share the listening
+    /// sockets and accept by themselves (`--policy none`).
+    Shared(Rc<Shared>),
+}
+
+/// What a new worker is given, and the manager's end of it.
+pub struct Wiring {
+    /// The manager's end, for [`Transport::open`].
+    pub end: End,
+    /// Descriptors the worker inherits at fd 3, 4, … in this order.
+    pub inherit: Vec<RawFd>,
+    /// Descriptors among `inherit` that the manager holds only until the
+    /// worker has its copy (the worker's end of its channel).
+    pub handed: Vec<OwnedFd>,
+    /// Variables that tell the worker what it inherited.
+    pub env: Vec<(&'static str, OsString)>,
+    /// The worker must be told its own pid (`LISTEN_PID`), which only it can
+    /// know: it is started through `sockherd __exec-listen`.
+    pub own_pid: bool,
+}
+
+/// The manager's end of a worker's wiring.
+pub enum End {
+    /// A channel (native or Node.js): non-blocking, close-on-exec.
+    Channel(OwnedFd),
+    /// The worker's `NOTIFY_SOCKET`.
+    Notify(shared::Inbox),
 }
 
 impl Protocol {
-    /// Creates a worker's channel: the manager's end (non-blocking) and the
-    /// worker's end, both close-on-exec.
-    pub fn channel_pair(&self) -> io::Result<(OwnedFd, OwnedFd)> {
-        match self {
-            Protocol::Native => channel::pair(SockType::SeqPacket),
-            // Node's IPC channel is a stream: libuv creates and expects one.
-            Protocol::Node(_) => channel::pair(SockType::Stream),
-        }
-    }
-
-    /// The variables that tell worker `id` where its channel is and how to use
-    /// it, the channel being fd `fd`.
-    pub fn worker_env(&self, id: u32, fd: i32) -> Vec<(&'static str, String)> {
-        match self {
-            Protocol::Native => vec![
-                ("SOCKHERD_CHANNEL_FD", fd.to_string()),
-                ("SOCKHERD_PROTOCOL", PROTOCOL_VERSION.to_string()),
-            ],
-            Protocol::Node(app) => app.worker_env(id, fd),
-        }
+    /// Prepares what worker `id` inherits: its channel at fd 3 and the
+    /// variables naming it, or the shared listening sockets and a notify socket.
+    pub fn wire(&self, id: u32) -> io::Result<Wiring> {
+        let (manager, worker, env) = match self {
+            Protocol::Native => {
+                let (manager, worker) = channel::pair(SockType::SeqPacket)?;
+                let env = vec![
+                    ("SOCKHERD_CHANNEL_FD", CHANNEL_FD.to_string()),
+                    ("SOCKHERD_PROTOCOL", PROTOCOL_VERSION.to_string()),
+                ];
+                (manager, worker, env)
+            }
+            Protocol::Node(app) => {
+                // Node's IPC channel is a stream: libuv creates and expects one.
+                let (manager, worker) = channel::pair(SockType::Stream)?;
+                (manager, worker, app.worker_env(id, CHANNEL_FD))
+            }
+            Protocol::Shared(shared) => {
+                let wiring = shared.wire(id)?;
+                return Ok(Wiring {
+                    end: End::Notify(wiring.inbox),
+                    inherit: wiring.inherit,
+                    handed: Vec::new(),
+                    env: wiring.env,
+                    own_pid: true,
+                });
+            }
+        };
+        Ok(Wiring {
+            end: End::Channel(manager),
+            inherit: vec![worker.as_raw_fd()],
+            handed: vec![worker],
+            env: env.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            own_pid: false,
+        })
     }
 
     /// The name shown in logs.
@@ -65,6 +116,7 @@ impl Protocol {
         match self {
             Protocol::Native => "native",
             Protocol::Node(app) => app.mode_name(),
+            Protocol::Shared(_) => "sd_notify, shared accept",
         }
     }
 }
@@ -96,25 +148,36 @@ pub enum Refused {
 pub enum Transport {
     Native(Rc<Channel>),
     Node(Rc<node::Link>),
+    Notify(Rc<shared::Watch>),
 }
 
 impl Transport {
-    /// Wraps a freshly spawned worker's channel end for `protocol`.
+    /// Wraps the manager's end of a freshly spawned worker's wiring.
     pub fn open(
         protocol: &Protocol,
-        fd: OwnedFd,
+        end: End,
         peer: Peer,
         dispatcher: &Dispatcher,
     ) -> io::Result<Transport> {
-        match protocol {
-            Protocol::Native => Ok(Transport::Native(Rc::new(Channel::new(fd)?))),
-            Protocol::Node(app) => Ok(Transport::Node(Rc::new(node::Link::new(
-                Rc::clone(app),
-                fd,
-                peer,
-                dispatcher.sockets(),
-                dispatcher.capacity(),
-            )?))),
+        match (protocol, end) {
+            (Protocol::Native, End::Channel(fd)) => {
+                Ok(Transport::Native(Rc::new(Channel::new(fd)?)))
+            }
+            (Protocol::Node(app), End::Channel(fd)) => {
+                Ok(Transport::Node(Rc::new(node::Link::new(
+                    Rc::clone(app),
+                    fd,
+                    peer,
+                    dispatcher.sockets(),
+                    dispatcher.capacity(),
+                )?)))
+            }
+            (Protocol::Shared(_), End::Notify(inbox)) => {
+                Ok(Transport::Notify(Rc::new(shared::Watch::new(inbox, peer))))
+            }
+            _ => Err(io::Error::other(
+                "the worker was wired for another protocol",
+            )),
         }
     }
 
@@ -131,6 +194,8 @@ impl Transport {
                 }
             }
             Transport::Node(link) => link.offer(conn, socket),
+            // It accepts on the listening sockets by itself.
+            Transport::Notify(_) => Err((conn, Refused::NotListening)),
         }
     }
 
@@ -143,6 +208,7 @@ impl Transport {
                 let _ = channel.try_send(b"SHUTDOWN=1");
             }
             Transport::Node(link) => node::Link::ask_to_stop(link),
+            Transport::Notify(watch) => watch.ask_to_stop(),
         }
     }
 
@@ -152,6 +218,7 @@ impl Transport {
         match self {
             Transport::Native(channel) => channel.recv().await,
             Transport::Node(link) => link.recv().await,
+            Transport::Notify(watch) => watch.recv().await,
         }
     }
 }

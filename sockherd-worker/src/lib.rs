@@ -22,6 +22,13 @@
 //! 4. a worker that decides to go on its own calls [`Listener::stopping`]
 //!    first, so its replacement starts at once.
 //!
+//! Every [`Stream`] reports its own close when it is dropped (`CLOSED=1`,
+//! sent before the socket is closed, so the client cannot come back with a
+//! new connection before the manager knows; `CLOSED=<n>` for several when the
+//! channel was full), which is how the manager's `least-conn` policy knows how
+//! many connections each worker holds. Nothing is asked of the app for that
+//! but to drop connections it is done with.
+//!
 //! ```no_run
 //! # async fn serve() -> std::io::Result<()> {
 //! let listener = sockherd_worker::Listener::from_env()?;
@@ -37,6 +44,8 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,7 +57,7 @@ use nix::sys::socket::{
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 /// The protocol version this crate speaks (`SOCKHERD_PROTOCOL`).
@@ -71,11 +80,80 @@ pub struct Connection {
     pub socket: String,
 }
 
-/// A connected socket: TCP or Unix, as the listening socket was.
+/// A connected socket: TCP or Unix, as the listening socket was. Reads and
+/// writes like either; dropping it closes the connection and reports the
+/// close to the manager.
 #[derive(Debug)]
-pub enum Stream {
+pub struct Stream {
+    /// The socket itself.
+    socket: Socket,
+    /// Where its close is counted when it is dropped.
+    closes: Arc<Closes>,
+}
+
+/// The two kinds of connection a [`Stream`] can be.
+#[derive(Debug)]
+enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
+}
+
+impl Stream {
+    /// The TCP connection, if it is one (for `peer_addr`, `set_nodelay`, …).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match &self.socket {
+            Socket::Tcp(s) => Some(s),
+            Socket::Unix(_) => None,
+        }
+    }
+
+    /// The Unix connection, if it is one.
+    pub fn unix(&self) -> Option<&UnixStream> {
+        match &self.socket {
+            Socket::Unix(s) => Some(s),
+            Socket::Tcp(_) => None,
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // Runs before the socket field is dropped: reported, then closed.
+        self.closes.closed();
+    }
+}
+
+/// Reports closed connections to the manager.
+#[derive(Debug)]
+struct Closes {
+    /// The channel to the manager.
+    channel: Arc<AsyncFd<OwnedFd>>,
+    /// Closes not reported yet because the channel was full.
+    count: AtomicU64,
+    /// Wakes the task that reports those.
+    wake: Notify,
+}
+
+impl Closes {
+    fn new(channel: Arc<AsyncFd<OwnedFd>>) -> Closes {
+        Closes {
+            channel,
+            count: AtomicU64::new(0),
+            wake: Notify::new(),
+        }
+    }
+
+    /// One more connection is closed. Said at once, without waiting: a
+    /// report that lags lets the client's next connection find this worker
+    /// counted as busy (or another counted as idle). If the channel is full,
+    /// or reports are already waiting, the reporting task sends it with them.
+    fn closed(&self) {
+        if self.count.load(Ordering::Relaxed) == 0 && send(&self.channel, "CLOSED=1").is_ok() {
+            return;
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
 }
 
 /// The worker's end of its channel to the manager.
@@ -90,6 +168,8 @@ pub struct Listener {
     reader: JoinHandle<()>,
     /// Sends heartbeats when the manager asks for them; stopped on drop.
     heartbeat: Option<JoinHandle<()>>,
+    /// Reports closed connections (`CLOSED=<n>`); stopped on drop.
+    closes: JoinHandle<()>,
 }
 
 impl Listener {
@@ -132,11 +212,14 @@ impl Listener {
             std::sync::Arc::new(unsafe { AsyncFd::register(owned) }.map_err(io::Error::from)?);
         let (conn_tx, conn_rx) = mpsc::channel(QUEUE);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let closed = Arc::new(Closes::new(Arc::clone(&channel)));
         let reader = tokio::spawn(read_channel(
             std::sync::Arc::clone(&channel),
             conn_tx,
             shutdown_tx,
+            Arc::clone(&closed),
         ));
+        let closes = tokio::spawn(report_closes(closed));
         let heartbeat = std::env::var("SOCKHERD_HEARTBEAT_USEC")
             .ok()
             .and_then(|usec| usec.parse::<u64>().ok())
@@ -153,6 +236,7 @@ impl Listener {
             shutdown: shutdown_rx,
             reader,
             heartbeat,
+            closes,
         })
     }
 
@@ -198,8 +282,35 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.reader.abort();
+        self.closes.abort();
         if let Some(heartbeat) = &self.heartbeat {
             heartbeat.abort();
+        }
+    }
+}
+
+/// Sends the closes [`Closes::closed`] could not: one message per wake-up,
+/// carrying every close since the last. Ends when the manager is gone.
+async fn report_closes(closes: Arc<Closes>) {
+    let channel = &closes.channel;
+    let mut unsent = 0u64;
+    loop {
+        if unsent == 0 {
+            closes.wake.notified().await;
+        }
+        unsent += closes.count.swap(0, Ordering::Relaxed);
+        if unsent == 0 {
+            continue;
+        }
+        match send(channel, &format!("CLOSED={unsent}")) {
+            Ok(()) => unsent = 0,
+            // The manager is not reading right now: keep the count and try
+            // again once the channel has room.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match channel.writable().await {
+                Ok(mut guard) => guard.clear_ready(),
+                Err(_) => return,
+            },
+            Err(_) => return,
         }
     }
 }
@@ -242,6 +353,7 @@ async fn read_channel(
     channel: std::sync::Arc<AsyncFd<OwnedFd>>,
     conns: mpsc::Sender<io::Result<Connection>>,
     shutdown: watch::Sender<bool>,
+    closes: Arc<Closes>,
 ) {
     loop {
         let received = match channel.readable().await {
@@ -253,7 +365,7 @@ async fn read_channel(
         };
         match received {
             Ok(Received::Conn(socket, fd)) => {
-                let conn = into_stream(fd).map(|stream| Connection { stream, socket });
+                let conn = into_stream(fd, &closes).map(|stream| Connection { stream, socket });
                 if conns.send(conn).await.is_err() {
                     return;
                 }
@@ -309,20 +421,31 @@ fn receive(fd: RawFd) -> io::Result<Received> {
     Ok(Received::Other)
 }
 
-fn into_stream(fd: OwnedFd) -> io::Result<Stream> {
-    let addr: SockaddrStorage = getsockname(fd.as_raw_fd())?;
-    match addr.family() {
-        Some(AddressFamily::Unix) => {
+/// Wraps a connection the manager handed over. From here on its close is
+/// reported, also when this fails and the connection is closed at once.
+fn into_stream(fd: OwnedFd, closes: &Arc<Closes>) -> io::Result<Stream> {
+    let socket = match getsockname::<SockaddrStorage>(fd.as_raw_fd()) {
+        Ok(addr) if addr.family() == Some(AddressFamily::Unix) => {
             let std = std::os::unix::net::UnixStream::from(fd);
-            std.set_nonblocking(true)?;
-            Ok(Stream::Unix(UnixStream::from_std(std)?))
+            std.set_nonblocking(true)
+                .and_then(|()| UnixStream::from_std(std))
+                .map(Socket::Unix)
         }
-        _ => {
+        Ok(_) => {
             let std = std::net::TcpStream::from(fd);
-            std.set_nonblocking(true)?;
-            Ok(Stream::Tcp(TcpStream::from_std(std)?))
+            std.set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(std))
+                .map(Socket::Tcp)
         }
+        Err(e) => Err(e.into()),
+    };
+    if socket.is_err() {
+        closes.closed();
     }
+    Ok(Stream {
+        socket: socket?,
+        closes: Arc::clone(closes),
+    })
 }
 
 impl AsyncRead for Stream {
@@ -331,9 +454,9 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -344,23 +467,23 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().socket {
+            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

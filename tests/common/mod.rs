@@ -22,7 +22,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -531,6 +531,38 @@ impl Pending {
             body: body.to_owned(),
         })
     }
+}
+
+/// Like [`send`] to a TCP address, but from the local address `from`: a
+/// client at another address. On loopback every address of 127.0.0.0/8 can
+/// be bound without any configuration.
+pub fn send_from(addr: SocketAddr, from: Ipv4Addr, path: &str) -> io::Result<Pending> {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(from, 0)),
+    )?;
+    connect(
+        fd.as_raw_fd(),
+        &nix::sys::socket::SockaddrStorage::from(addr),
+    )?;
+    let mut stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(PATIENCE))?;
+    let local = stream.local_addr()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
+    Ok(Pending {
+        stream: Box::new(stream),
+        local: Some(local),
+    })
 }
 
 /// `GET path`, returning the response or what went wrong.
