@@ -44,7 +44,7 @@ fn a_killed_worker_is_replaced_under_its_id() {
         .filter(|e| e.id == Some(0))
         .filter_map(|e| e.pid)
         .collect();
-    assert_eq!(started, [victim, replacement]);
+    assert_eq!(started, [victim, replacement], "{:#?}", manager.log());
 }
 
 #[test]
