@@ -638,7 +638,7 @@ impl Manager {
         self.pool.snapshot.borrow().state.as_str().to_owned()
     }
 
-    /// The dispatch policy (`rr`: round-robin).
+    /// The dispatch policy: `rr`, `least-conn`, `ip-hash` or `none` (shared accept).
     #[zbus(property)]
     fn policy(&self) -> String {
         self.pool.snapshot.borrow().policy.clone()
