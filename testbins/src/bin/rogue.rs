@@ -15,21 +15,30 @@
 //! - `ignore-shutdown`: serve, but never exit after `SHUTDOWN=1`;
 //! - `never-ready`: never send `READY=1`;
 //! - `bloat KIB`: serve, and keep KIB more KiB of memory (touched, so it is
-//!   resident) after every connection.
+//!   resident) after every connection;
+//! - `deaf DIR`: the first worker to create `DIR/deaf` (and write its pid
+//!   there) says `READY=1` and then never reads its channel again, so the
+//!   connections handed to it pile up until the channel is full. It blocks
+//!   its own runtime to do so, which also stops the crate's heartbeat task;
+//!   it sends `WATCHDOG=1` by hand every 100 ms until `DIR/silent` exists,
+//!   then falls silent for good. Every other worker (its replacement
+//!   included) behaves as `serve`.
 //!
 //! Every answer is a minimal HTTP/1.1 response (`Connection: close`) whose body
 //! names the worker like the `hello` example does, plus the listening socket:
 //! `hello from worker 2 (pid 4242) on http`.
 
 use std::io;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use sockherd_worker::{Listener, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const USAGE: &str = "usage: rogue serve|garbage|oversized|empty-message|crash-at-start|stopping-after N|ignore-shutdown|never-ready|bloat KIB";
+const USAGE: &str = "usage: rogue serve|garbage|oversized|empty-message|crash-at-start|stopping-after N|ignore-shutdown|never-ready|bloat KIB|deaf DIR";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
     Serve,
     Garbage,
@@ -40,6 +49,7 @@ enum Mode {
     IgnoreShutdown,
     NeverReady,
     Bloat(usize),
+    Deaf(PathBuf),
 }
 
 impl Mode {
@@ -55,6 +65,7 @@ impl Mode {
             ["ignore-shutdown"] => Mode::IgnoreShutdown,
             ["never-ready"] => Mode::NeverReady,
             ["bloat", kib] => Mode::Bloat(kib.parse().ok()?),
+            ["deaf", dir] => Mode::Deaf(dir.into()),
             _ => return None,
         })
     }
@@ -88,6 +99,12 @@ async fn run(mode: Mode) -> io::Result<()> {
     if mode == Mode::NeverReady {
         return std::future::pending().await;
     }
+    if let Mode::Deaf(dir) = &mode {
+        if claim(&dir.join("deaf"))? {
+            listener.ready()?;
+            return Err(go_deaf(&listener, &dir.join("silent")));
+        }
+    }
     let me = format!(
         "worker {} (pid {})",
         sockherd_worker::worker_id().map_or("?".into(), |id| id.to_string()),
@@ -103,7 +120,7 @@ async fn run(mode: Mode) -> io::Result<()> {
         )
         .await;
         served += 1;
-        match mode {
+        match &mode {
             Mode::Garbage if served == 1 => listener.notify("hello")?,
             Mode::Oversized if served == 1 => {
                 listener.notify(&format!("STATUS={}", "x".repeat(10 * 1024)))?
@@ -112,7 +129,7 @@ async fn run(mode: Mode) -> io::Result<()> {
                 listener.notify("")?;
                 listener.notify("STATUS=sent an empty message")?;
             }
-            Mode::StoppingAfter(n) if served == n => listener.stopping()?,
+            Mode::StoppingAfter(n) if served == *n => listener.stopping()?,
             Mode::Bloat(kib) => hoard.push(vec![1; kib << 10]),
             _ => {}
         }
@@ -123,6 +140,38 @@ async fn run(mode: Mode) -> io::Result<()> {
         std::future::pending::<()>().await;
     }
     Ok(())
+}
+
+/// Creates `path`, holding this process's pid, unless it exists: whether
+/// this process is the one that created it.
+fn claim(path: &Path) -> io::Result<bool> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(mut file) => {
+            io::Write::write_all(&mut file, std::process::id().to_string().as_bytes())?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Never yields to the runtime, so the listener's tasks (reading the
+/// channel, heartbeats) never run again. Heartbeats go out by hand until
+/// `silence` exists. Returns only if a heartbeat cannot be sent.
+fn go_deaf(listener: &Listener, silence: &Path) -> io::Error {
+    while !silence.exists() {
+        if let Err(e) = listener.heartbeat() {
+            return e;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 /// Reads one request head and answers it; errors and heads over 16 KiB just
