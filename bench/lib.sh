@@ -269,27 +269,50 @@ median() {
 # --- targets measured in rounds ---
 #
 # A group is the set of servers compared with each other (e.g. the same app
-# under four managers). `target GROUP NAME PORT MANAGER-PID` adds one (an
-# empty PID: no manager to watch); `measure GROUP MODE...` runs them all. Raw
-# output: $OUT/GROUP/rROUND-NAME-MODE.txt.
+# under four managers). `target GROUP NAME PORT PID [nomanager]` adds one:
+# PID is the process the server was started as (sockherd, Node's primary,
+# PM2's daemon, hello_shared's launcher), its children are the workers;
+# `nomanager` says PID only waits and is no manager worth reporting.
+# `measure GROUP MODE...` runs them all. Raw output:
+# $OUT/GROUP/rROUND-NAME-MODE.txt.
 
-declare -A TARGET_PORT TARGET_PID TICKS REQUESTS MEM_RSS MEM_HWM MEM_ANON
+declare -A TARGET_PORT TARGET_PID TARGET_MANAGER TICKS TREE_TICKS REQUESTS MEM_RSS MEM_HWM MEM_ANON
 declare -A GROUP_TARGETS
 
 target() {
     TARGET_PORT[$1/$2]=$3
     TARGET_PID[$1/$2]=$4
+    TARGET_MANAGER[$1/$2]=$([[ ${5:-} == nomanager ]] && echo 0 || echo 1)
     GROUP_TARGETS[$1]="${GROUP_TARGETS[$1]:-} $2"
+}
+
+# tree PID — PID and its children (the workers; none of them has children)
+tree() {
+    echo "$1"
+    pgrep -P "$1" || true
+}
+
+# tree_ticks PID... — utime + stime of all of them, read in one go: a pool
+# has up to 257 processes
+tree_ticks() {
+    local pid files=()
+    for pid in "$@"; do
+        files+=("/proc/$pid/stat")
+    done
+    awk '{sub(/.*\) /, ""); t += $12 + $13} END {print t + 0}' "${files[@]}" 2>/dev/null
 }
 
 # measure GROUP MODE... — a close-mode warm-up of WARMUP s per target, then
 # ROUNDS rounds; round r starts with target r (cyclically), so that no one
-# target always runs first or last. For targets with a manager it adds up the
-# manager's CPU ticks and the requests served per mode, and at the end takes
-# its VmRSS, VmHWM and RssAnon (VmRSS less the pages mapped from files:
-# what the process itself allocated).
+# target always runs first or last. Per target and mode it adds up the
+# requests served, the manager's CPU ticks, and the CPU ticks of the whole
+# server (the manager and its workers, wrk left out): on a machine busy with
+# other work the CPU a server takes per request says more about its cost
+# than its req/s, which depend on how many processes it has to claim a share
+# of the CPUs with. At the end it takes each manager's VmRSS, VmHWM and
+# RssAnon (VmRSS less the pages mapped from files: what it allocated itself).
 measure() {
-    local group=$1 names name mode round i n before after file requests pid
+    local group=$1 names name mode round i n before after tree_before tree_after file requests pid procs
     shift
     read -ra names <<<"${GROUP_TARGETS[$group]}"
     n=${#names[@]}
@@ -307,20 +330,24 @@ measure() {
                 pid=${TARGET_PID[$group/$name]}
                 file=$OUT/$group/r$round-$name-$mode.txt
                 echo "== $group: round $round/$ROUNDS, $name, $mode, ${DURATION}s"
-                [[ -z $pid ]] || before=$(cpu_ticks "$pid")
+                mapfile -t procs < <(tree "$pid")
+                before=$(cpu_ticks "$pid")
+                tree_before=$(tree_ticks "${procs[@]}")
                 run_wrk "http://127.0.0.1:${TARGET_PORT[$group/$name]}/" "$mode" "$DURATION" "$file"
-                [[ -n $pid ]] || continue
                 after=$(cpu_ticks "$pid")
+                tree_after=$(tree_ticks "${procs[@]}")
+                [[ $(tree "$pid" | paste -sd' ') == "${procs[*]}" ]] ||
+                    note "$group/$name: its workers changed during the run; its CPU figures miss the ones that left"
                 read -r _ _ _ requests < <(parse_wrk "$file")
                 TICKS[$group/$name/$mode]=$((${TICKS[$group/$name/$mode]:-0} + after - before))
+                TREE_TICKS[$group/$name/$mode]=$((${TREE_TICKS[$group/$name/$mode]:-0} + tree_after - tree_before))
                 REQUESTS[$group/$name/$mode]=$((${REQUESTS[$group/$name/$mode]:-0} + requests))
             done
         done
     done
     for name in "${names[@]}"; do
         pid=${TARGET_PID[$group/$name]}
-        [[ -n $pid ]] || continue
-        alive "$pid" || die "$group/$name: the manager (pid $pid) died during the runs"
+        alive "$pid" || die "$group/$name: pid $pid died during the runs"
         MEM_RSS[$group/$name]=$(mem_kib "$pid" VmRSS)
         MEM_HWM[$group/$name]=$(mem_kib "$pid" VmHWM)
         MEM_ANON[$group/$name]=$(mem_kib "$pid" RssAnon)
@@ -354,11 +381,21 @@ ratio() {
     round_ratios "$@" | median
 }
 
-# cpu_us GROUP NAME MODE -> the manager's CPU µs per request over all rounds
-# (per connection in close mode, where every request is a new connection)
+# cpu_us GROUP NAME MODE [TREE] -> CPU µs per request over all rounds (per
+# connection in close mode, where every request is a new connection): the
+# manager's, or with TREE=tree the whole server's
 cpu_us() {
-    awk -v t="${TICKS[$1/$2/$3]:-0}" -v hz="$CLK_TCK" -v n="${REQUESTS[$1/$2/$3]:-0}" \
+    local ticks=${TICKS[$1/$2/$3]:-0}
+    [[ ${4:-} != tree ]] || ticks=${TREE_TICKS[$1/$2/$3]:-0}
+    awk -v t="$ticks" -v hz="$CLK_TCK" -v n="${REQUESTS[$1/$2/$3]:-0}" \
         'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}'
+}
+
+# cpu_ratio GROUP A B MODE -> B's server CPU per request over A's: what A's
+# req/s would be relative to B's if CPU time were all that limited them
+cpu_ratio() {
+    awk -v a="$(cpu_us "$1" "$2" "$4" tree)" -v b="$(cpu_us "$1" "$3" "$4" tree)" \
+        'BEGIN {printf "%.3f", a ? b / a : 0}'
 }
 
 # --- formatting ---

@@ -138,11 +138,11 @@ TARGETS=() # "what|value|verdict"
 row() {
     local rps p50 p99 mem=— cpu=—
     read -r rps p50 p99 _ < <(result "$3" "$4" "$5")
-    if [[ -n ${TARGET_PID[$3/$4]} ]]; then
+    if ((TARGET_MANAGER[$3/$4])); then
         mem="$(mib "${MEM_RSS[$3/$4]}") / $(mib "${MEM_HWM[$3/$4]}") MiB ($(mib "${MEM_ANON[$3/$4]}") anon)"
-        cpu="$(cpu_us "$3" "$4" "$5") µs/req"
+        cpu="$(cpu_us "$3" "$4" "$5") µs"
     fi
-    ROWS+=("$1|$2|$(printf '%.0f' "$rps") req/s|$6|$p50 ms|$p99 ms|$mem|$cpu")
+    ROWS+=("$1|$2|$(printf '%.0f' "$rps") req/s|$6|$p50 ms|$p99 ms|$mem|$cpu|$(cpu_us "$3" "$4" "$5" tree) µs")
 }
 
 # xfmt RATIO -> "a.bc×"
@@ -162,36 +162,43 @@ section_rust() {
     launcher=$!
     track "$launcher"
     wait_answers shared "$port" "$launcher" "$WORKERS" "$OUT/rust-shared.log"
-    target rust shared "$port" ""
+    target rust shared "$port" "$launcher" nomanager
     measure rust close keepalive
     stop_since "$mark"
 
-    local mode label r
+    local mode label r c
     for mode in close keepalive; do
-        label="Rust hello, $([[ $mode == close ]] && echo 'new conn/req' || echo 'keep-alive')"
+        label="Rust hello, $(mode_label "$mode")"
         r=$(ratio rust sockherd shared "$mode")
         RATIO_RUST[$mode]=$r
         row "$label" "sockherd rr, $WORKERS workers" rust sockherd "$mode" "$(xfmt "$r") shared"
         row "$label" "shared accept, $WORKERS processes" rust shared "$mode" "1 (reference)"
     done
-    TARGETS+=("close mode ≥ 0.90× shared accept|$(xfmt "${RATIO_RUST[close]}")|$(verdict "${RATIO_RUST[close]}" '>=' 0.90)")
-    TARGETS+=("keep-alive ≥ 0.98× shared accept|$(xfmt "${RATIO_RUST[keepalive]}")|$(verdict "${RATIO_RUST[keepalive]}" '>=' 0.98)")
+    TARGETS+=("close mode ≥ 0.90× shared accept (req/s)|$(xfmt "${RATIO_RUST[close]}")|$(verdict "${RATIO_RUST[close]}" '>=' 0.90)")
+    c=$(cpu_ratio rust sockherd shared close)
+    TARGETS+=("  same, by server CPU per request¹|$(xfmt "$c")|$(verdict "$c" '>=' 0.90)")
+    TARGETS+=("keep-alive ≥ 0.98× shared accept (req/s)|$(xfmt "${RATIO_RUST[keepalive]}")|$(verdict "${RATIO_RUST[keepalive]}" '>=' 0.98)")
+    c=$(cpu_ratio rust sockherd shared keepalive)
+    TARGETS+=("  same, by server CPU per request¹|$(xfmt "$c")|$(verdict "$c" '>=' 0.98)")
     local hwm=${MEM_HWM[rust/sockherd]}
     TARGETS+=("manager VmHWM ≤ 5 MiB ($WORKERS workers)|$(mib "$hwm") MiB|$(verdict "$hwm" '<=' 5120)")
     local us
     us=$(cpu_us rust sockherd close)
     TARGETS+=("manager CPU ≤ 10 µs per connection|$us µs|$(verdict "$us" '<=' 10)")
     if ((ROUNDS > 1)); then
-        NOTES+=("rust ratios by round: close $(round_ratios rust sockherd shared close | paste -sd' '); keep-alive $(round_ratios rust sockherd shared keepalive | paste -sd' ')")
+        NOTES+=("rust, sockherd/shared by round: close $(round_ratios rust sockherd shared close | paste -sd' '); keep-alive $(round_ratios rust sockherd shared keepalive | paste -sd' ')")
     fi
 }
 
-# --- node: the same app under four managers ---
+mode_label() {
+    if [[ $1 == close ]]; then echo "new conn/req"; else echo "keep-alive"; fi
+}
+
+# --- node: the same app under sockherd, Node's primary and PM2 ---
 
 PM2_BIN=
-PM2_HOME_DIR=$OUT/pm2/home
-PM2_DAEMON=
 PM2_VERSION=
+PM2_HOMES=() # every PM2_HOME a daemon was started with, for pm2_cleanup
 
 pm2_install() {
     local dir=$OUT/pm2
@@ -216,47 +223,58 @@ pm2_install() {
     return 1
 }
 
+# pm2 HOME ARGS... — the PM2 CLI with PM2_HOME=HOME
 pm2() {
-    PM2_HOME=$PM2_HOME_DIR "$PM2_BIN" "$@"
+    local home=$1
+    shift
+    PM2_HOME=$home "$PM2_BIN" "$@"
 }
 
 # PM2's CLI daemonises a "God" process, the cluster primary of the apps it
-# starts; pm2.pid in PM2_HOME names it. pm2_daemon checks that PID against its
-# command line, `PM2 vX.Y.Z: God Daemon (PM2_HOME)`, before anything is read
-# from or sent to it.
+# starts; pm2.pid in PM2_HOME names it. pm2_daemon HOME checks that PID
+# against its command line, `PM2 vX.Y.Z: God Daemon (HOME)`, before anything
+# is read from or sent to it.
 pm2_daemon() {
     local pid
-    pid=$(cat "$PM2_HOME_DIR/pm2.pid" 2>/dev/null) || return 1
+    pid=$(cat "$1/pm2.pid" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "God Daemon ($PM2_HOME_DIR)" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "God Daemon ($1)" || return 1
     echo "$pid"
 }
 
+# pm2_start NAME PORT [PM2-OPTION...] — the Node app in PM2 cluster mode, with
+# a daemon of its own (PM2_HOME=$OUT/pm2/NAME), so that each daemon's CPU and
+# memory are one app's; a target of the node group.
 pm2_start() {
-    local port=$1 log=$OUT/node-pm2.log
-    PORT=$port pm2 start "$NODE_APP" -i "$WORKERS" --name sockherd-bench >"$log" 2>&1 ||
+    local name=$1 port=$2 home=$OUT/pm2/$1 log=$OUT/node-$1.log daemon
+    shift 2
+    PM2_HOMES+=("$home")
+    echo "== node: PM2 $PM2_VERSION cluster mode, $WORKERS workers${*:+ ($*)}, on 127.0.0.1:$port"
+    PORT=$port pm2 "$home" start "$NODE_APP" -i "$WORKERS" --name sockherd-bench "$@" >"$log" 2>&1 ||
         die "pm2 start failed; its output: $log"
-    PM2_DAEMON=$(pm2_daemon) || die "no PM2 daemon for $PM2_HOME_DIR after pm2 start; its output: $log"
+    daemon=$(pm2_daemon "$home") || die "no PM2 daemon for $home after pm2 start; its output: $log"
     # Not a child of this shell, but started by it: stopped by PID too.
-    track "$PM2_DAEMON"
-    wait_answers pm2 "$port" "$PM2_DAEMON" "$WORKERS" "$log"
+    track "$daemon"
+    wait_answers "$name" "$port" "$daemon" "$WORKERS" "$log"
+    target node "$name" "$port" "$daemon"
 }
 
-# `pm2 kill` stops the apps and the daemon the PM2 way, and stop_pid makes
-# sure of the daemon. Only while a daemon of ours runs: any pm2 command
-# starts one if none does. Goes by pm2.pid, not PM2_DAEMON, so that a daemon
-# is found even if the script stopped between `pm2 start` and reading it.
+# pm2_stop HOME — `pm2 kill` stops the apps and the daemon the PM2 way, and
+# stop_pid makes sure of the daemon. Only while a daemon of ours runs there:
+# any pm2 command starts one if none does. By pm2.pid, so that a daemon is
+# found even if the script stopped between `pm2 start` and reading it.
 pm2_stop() {
     local pid
-    [[ -n $PM2_BIN ]] || return 0
-    pid=$(pm2_daemon) || return 0
-    pm2 kill >>"$OUT/node-pm2.log" 2>&1 || true
+    pid=$(pm2_daemon "$1") || return 0
+    pm2 "$1" kill >>"$OUT/node-pm2.log" 2>&1 || true
     stop_pid "$pid"
-    PM2_DAEMON=
 }
 
 pm2_cleanup() {
-    pm2_stop
+    local home
+    for home in "${PM2_HOMES[@]}"; do
+        pm2_stop "$home"
+    done
     rm -rf "$OUT/pm2/node_modules"
 }
 
@@ -285,20 +303,22 @@ section_node() {
     node_primary none none "$port"
     if [[ $PM2 == 1 ]] && pm2_install; then
         next_port port
-        echo "== node: PM2 $PM2_VERSION cluster mode, $WORKERS workers, on 127.0.0.1:$port"
-        pm2_start "$port"
-        target node pm2 "$port" "$PM2_DAEMON"
+        pm2_start pm2 "$port"
+        # PM2 loads its metrics module into every worker by default, which
+        # wraps each HTTP request; --no-pmx shows what PM2 costs without it.
+        next_port port
+        pm2_start pm2-no-pmx "$port" --no-pmx
         pm2=1
     elif [[ $PM2 != 1 ]]; then
         PM2_SKIPPED="PM2=$PM2"
     fi
     measure node close keepalive
-    pm2_stop
+    pm2_cleanup
     stop_since "$mark"
 
     local mode label vs
     for mode in close keepalive; do
-        label="Node hello.js, $([[ $mode == close ]] && echo 'new conn/req' || echo 'keep-alive')"
+        label="Node hello.js, $(mode_label "$mode")"
         vs="$(xfmt "$(ratio node sockherd rr "$mode")") node rr"
         if ((pm2)); then
             RATIO_PM2[$mode]=$(ratio node sockherd pm2 "$mode")
@@ -308,7 +328,8 @@ section_node() {
         row "$label" "node cluster rr, $WORKERS workers" node rr "$mode" "1 (reference)"
         row "$label" "node cluster SCHED_NONE" node none "$mode" "$(xfmt "$(ratio node none rr "$mode")") node rr"
         if ((pm2)); then
-            row "$label" "PM2 -i $WORKERS (God daemon)" node pm2 "$mode" "$(xfmt "$(ratio node pm2 rr "$mode")") node rr"
+            row "$label" "PM2 -i $WORKERS" node pm2 "$mode" "$(xfmt "$(ratio node pm2 rr "$mode")") node rr"
+            row "$label" "PM2 -i $WORKERS --no-pmx" node pm2-no-pmx "$mode" "$(xfmt "$(ratio node pm2-no-pmx rr "$mode")") node rr"
         fi
     done
     if ((ROUNDS > 1)); then
@@ -318,7 +339,10 @@ section_node() {
         fi
     fi
     if ((pm2)); then
-        TARGETS+=("Node app, close mode ≥ 2× PM2|$(xfmt "${RATIO_PM2[close]}")|$(verdict "${RATIO_PM2[close]}" '>=' 2)")
+        TARGETS+=("Node app, close mode ≥ 2× PM2 (req/s)|$(xfmt "${RATIO_PM2[close]}")|$(verdict "${RATIO_PM2[close]}" '>=' 2)")
+        local c
+        c=$(cpu_ratio node sockherd pm2 close)
+        TARGETS+=("  same, by server CPU per request¹|$(xfmt "$c")|$(verdict "$c" '>=' 2)")
     else
         TARGETS+=("Node app, close mode ≥ 2× PM2|—|not measured: $PM2_SKIPPED")
     fi
@@ -382,7 +406,7 @@ section_ready() {
         med=$(printf '%s\n' "${times_ms[@]}" | median)
         lo=$(printf '%s\n' "${times_ms[@]}" | sort -g | head -1)
         hi=$(printf '%s\n' "${times_ms[@]}" | sort -g | tail -1)
-        ROWS+=("start → READY=1|sockherd, $n workers|$med ms|—|—|—|$(mib "$rss") MiB ($(mib "$anon") anon)|$(printf '%s\n' "${cpu_ms[@]}" | median) ms")
+        ROWS+=("start → READY=1|sockherd, $n workers|$med ms|—|—|—|$(mib "$rss") MiB ($(mib "$anon") anon)|$(printf '%s\n' "${cpu_ms[@]}" | median) ms|—")
         NOTES+=("start → READY=1 with $n workers: ${times_ms[*]} ms (median $med, range $lo–$hi)")
     done
     NOTES+=("start → READY=1 rows: the manager's VmRSS at READY=1 (of the last start) and its CPU time until then (median)")
@@ -411,14 +435,15 @@ echo "runs:     wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, loopback
     "req/s and latencies: the median run; ratios: the median of the rounds' own"
 echo
 {
-    echo "benchmark|setup|result|ratio|p50|p99|manager VmRSS / VmHWM (RssAnon)|manager CPU"
+    echo "benchmark|setup|result|ratio|p50|p99|manager VmRSS / VmHWM (RssAnon)|manager CPU/req|server CPU/req"
     printf '%s\n' "${ROWS[@]}"
-} | table_print llrlrrrr
+} | table_print llrlrrrrr
 if [[ -n $PM2_SKIPPED ]]; then
     echo
     echo "PM2 left out: $PM2_SKIPPED"
 fi
-echo "manager CPU: its utime+stime per request served (in new conn/req mode: per connection)."
+echo "CPU/req: utime+stime per request served (in new conn/req mode: per connection), of the manager"
+echo "alone and of the whole server (manager and workers; wrk not counted)."
 echo "VmRSS/VmHWM count the pages of the binary and of libc it maps; RssAnon is what it allocated itself."
 for n in "${NOTES[@]}"; do
     echo "note: $n"
@@ -429,5 +454,8 @@ echo "targets:"
     echo "target|measured|verdict"
     printf '%s\n' "${TARGETS[@]}"
 } | table_print lrl
+echo "¹ the ratio req/s would have if CPU time were all that limited both: the other's server CPU"
+echo "  per request over sockherd's. On a machine where other jobs compete for the CPUs, a server"
+echo "  with more busy processes gets a larger share of them, and req/s favour it."
 echo
 echo "raw wrk output and logs: $OUT"
