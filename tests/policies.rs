@@ -67,9 +67,10 @@ fn least_conn_sends_new_connections_away_from_a_busy_worker() {
     let addr = manager.listening(1).remove(0);
     ready_pid(&manager, 0);
 
-    // Worker 0 is the only one ready: it takes four slow requests.
+    // Worker 0 is the only one ready: it takes four slow requests, slow enough
+    // to outlast the quick ones below on a loaded machine.
     let slow: Vec<Pending> = (0..4)
-        .map(|_| send(&addr, "/slow?ms=5000").expect("send a slow request"))
+        .map(|_| send(&addr, "/slow?ms=12000").expect("send a slow request"))
         .collect();
     for pending in &slow {
         let client = pending.local.expect("a TCP client");
