@@ -1,4 +1,6 @@
-//! The command line: `sockherd serve` runs a cluster; the other commands talk to one.
+//! The command line: `sockherd serve` runs a cluster; `status`, `scale`,
+//! `reload` and `restart` talk to one; `unit` writes the systemd units for
+//! one.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -26,6 +28,8 @@ pub enum Command {
     Serve(Box<Serve>),
     #[command(flatten)]
     Control(crate::control::Command),
+    /// Print the systemd units that run an app (NAME.socket, NAME.service), or install them.
+    Unit(Box<crate::unit::UnitArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

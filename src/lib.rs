@@ -53,6 +53,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod spawn;
 pub mod transport;
+pub mod unit;
 pub mod usage;
 pub mod watchdog;
 pub mod worker;

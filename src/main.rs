@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sockherd::cli::{Cli, Command};
-use sockherd::{control, journal, serve};
+use sockherd::{control, journal, serve, unit};
 use tracing::level_filters::LevelFilter;
 
 fn main() -> ExitCode {
@@ -29,5 +29,6 @@ fn main() -> ExitCode {
             serve::run(prepared)
         }
         Command::Control(command) => control::run(command),
+        Command::Unit(args) => unit::run(&args),
     }
 }
