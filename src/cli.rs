@@ -1,6 +1,6 @@
 //! The command line: `sockherd serve` runs a cluster; `status`, `scale`,
 //! `reload` and `restart` talk to one; `unit` writes the systemd units for
-//! one.
+//! one; `completions` (and the hidden `manpage`) document them all.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -30,6 +30,11 @@ pub enum Command {
     Control(crate::control::Command),
     /// Print the systemd units that run an app (NAME.socket, NAME.service), or install them.
     Unit(Box<crate::unit::UnitArgs>),
+    /// Print a shell completion script.
+    Completions(crate::manual::CompletionsArgs),
+    /// Write the man pages into a directory (packaging uses it).
+    #[command(hide = true)]
+    Manpage(crate::manual::ManpageArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -43,6 +43,7 @@ pub mod control;
 pub mod dispatch;
 pub mod journal;
 pub mod listener;
+pub mod manual;
 pub mod metrics;
 pub mod node;
 pub mod notify;

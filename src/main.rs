@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sockherd::cli::{Cli, Command};
-use sockherd::{control, journal, serve, unit};
+use sockherd::{control, journal, manual, serve, unit};
 use tracing::level_filters::LevelFilter;
 
 fn main() -> ExitCode {
@@ -30,5 +30,7 @@ fn main() -> ExitCode {
         }
         Command::Control(command) => control::run(command),
         Command::Unit(args) => unit::run(&args),
+        Command::Completions(args) => manual::completions(&args),
+        Command::Manpage(args) => manual::manpages(&args),
     }
 }
