@@ -105,7 +105,7 @@ pub struct UnitArgs {
 
     /// Forbid memory that is both writable and executable
     /// (MemoryDenyWriteExecute=yes), for ahead-of-time compiled workers.
-    /// Refused for Node.js, whose V8 needs it.
+    /// Refused for Node.js, whose V8 needs it, unless it runs `node --jitless`.
     #[arg(long)]
     pub deny_write_execute: bool,
 
@@ -400,10 +400,13 @@ pub fn render(args: &UnitArgs) -> Result<Units, String> {
         .clone();
     let node =
         is_node(&program) || matches!(args.node.protocol, ProtocolArg::Node | ProtocolArg::NodeIpc);
-    if node && args.deny_write_execute {
+    // Without its JIT, V8 needs no executable memory of its own making.
+    let jitless = command.iter().any(|arg| arg == "--jitless");
+    if node && args.deny_write_execute && !jitless {
         return Err(
             "--deny-write-execute would stop node: V8 compiles JavaScript into memory \
-                    it then makes executable, which MemoryDenyWriteExecute=yes forbids"
+             it then makes executable, which MemoryDenyWriteExecute=yes forbids (node \
+             --jitless runs under it, without its compiler)"
                 .into(),
         );
     }
@@ -660,16 +663,16 @@ User={}
         "ProtectHome=yes\n"
     };
 
-    let write_execute = if node {
+    let write_execute = if args.deny_write_execute {
+        "\
+# No memory both writable and executable: the workers compile no code at run time.
+MemoryDenyWriteExecute=yes
+"
+    } else if node {
         "\
 # The workers are Node.js: V8 compiles JavaScript into memory that it then
 # makes executable, and MemoryDenyWriteExecute=yes makes node abort at start.
 MemoryDenyWriteExecute=no
-"
-    } else if args.deny_write_execute {
-        "\
-# No memory both writable and executable: the workers compile no code at run time.
-MemoryDenyWriteExecute=yes
 "
     } else {
         ""
@@ -973,6 +976,17 @@ mod tests {
             "/srv/aot",
         ]);
         assert!(text.contains("\nMemoryDenyWriteExecute=yes\n"));
+        let words = [
+            "n",
+            "--listen",
+            "1",
+            "--deny-write-execute",
+            "--",
+            "node",
+            "--jitless",
+            "a.js",
+        ];
+        assert!(service(&words).contains("\nMemoryDenyWriteExecute=yes\n"));
     }
 
     #[test]
