@@ -357,12 +357,17 @@ fn account_warnings(args: &UnitArgs) -> Vec<String> {
 /// file and a rename, so systemd never reads half a unit. A unit that exists
 /// with other contents is kept unless `force`.
 fn write(dir: &Path, name: &str, units: &Units, force: bool) -> Result<Vec<PathBuf>, String> {
-    let files = [
-        (dir.join(format!("{name}.socket")), &units.socket),
-        (dir.join(format!("{name}.service")), &units.service),
-    ];
+    // Each unit's path, and the hidden temporary file it is written through.
+    let files = [("socket", &units.socket), ("service", &units.service)].map(|(suffix, text)| {
+        let file = format!("{name}.{suffix}");
+        (
+            dir.join(&file),
+            dir.join(format!(".{file}.sockherd-new")),
+            text,
+        )
+    });
     if !force {
-        for (path, text) in &files {
+        for (path, _, text) in &files {
             match fs::read_to_string(path) {
                 Ok(existing) if existing != **text => {
                     return Err(format!(
@@ -374,13 +379,12 @@ fn write(dir: &Path, name: &str, units: &Units, force: bool) -> Result<Vec<PathB
             }
         }
     }
-    for (path, text) in &files {
-        let temporary = path.with_extension("sockherd-new");
-        fs::write(&temporary, text)
-            .and_then(|()| fs::rename(&temporary, path))
+    for (path, temporary, text) in &files {
+        fs::write(temporary, text)
+            .and_then(|()| fs::rename(temporary, path))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    Ok(files.into_iter().map(|(path, _)| path).collect())
+    Ok(files.into_iter().map(|(path, _, _)| path).collect())
 }
 
 /// The units for `args`.
