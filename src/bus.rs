@@ -17,7 +17,8 @@
 //! Anyone may read; only root, the manager's own user and members of
 //! `--control-group` may call the methods that change something (`Access`).
 //! The bus policy in `packaging/dbus/io.sockherd.conf` adds the other half:
-//! only root may own `io.sockherd.*` on the system bus.
+//! only root and the package's user `sockherd` may own `io.sockherd.*` on the
+//! system bus.
 
 use std::collections::HashMap;
 use std::fmt;

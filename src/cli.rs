@@ -1,4 +1,6 @@
-//! The command line: `sockherd serve` runs a cluster; the other commands talk to one.
+//! The command line: `sockherd serve` runs a cluster; `status`, `scale`,
+//! `reload` and `restart` talk to one; `unit` writes the systemd units for
+//! one; `completions` (and the hidden `manpage`) document them all.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -31,6 +33,13 @@ pub enum Command {
     /// (and `WATCHDOG_PID`) to this process's pid, then execs COMMAND in place.
     #[command(name = crate::shared::EXEC_LISTEN, hide = true)]
     ExecListen(ExecListen),
+    /// Print the systemd units that run an app (NAME.socket, NAME.service), or install them.
+    Unit(Box<crate::unit::UnitArgs>),
+    /// Print a shell completion script.
+    Completions(crate::manual::CompletionsArgs),
+    /// Write the man pages into a directory (packaging uses it).
+    #[command(hide = true)]
+    Manpage(crate::manual::ManpageArgs),
 }
 
 /// The arguments of the hidden `__exec-listen` subcommand.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sockherd::cli::{Cli, Command};
-use sockherd::{control, journal, serve, shared};
+use sockherd::{control, journal, manual, serve, shared, unit};
 use tracing::level_filters::LevelFilter;
 
 fn main() -> ExitCode {
@@ -54,5 +54,8 @@ fn main() -> ExitCode {
         }
         Command::Control(command) => control::run(command, &runtime),
         Command::ExecListen(args) => shared::exec_listen(args.command),
+        Command::Unit(args) => unit::run(&args),
+        Command::Completions(args) => manual::completions(&args),
+        Command::Manpage(args) => manual::manpages(&args),
     }
 }

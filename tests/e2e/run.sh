@@ -163,6 +163,12 @@ under_load() {
 # ------------------------------------------------------------ 1. units
 log "installing the example units as app.socket/app.service"
 cx mkdir -p /usr/local/lib/sockherd /etc/systemd/system/app.service.d
+# The user the shipped unit runs apps as, as the package's sysusers.d entry
+# creates it: with it, DynamicUser= takes this static user, which the bus
+# policy lets own io.sockherd.*.
+cx mkdir -p /etc/sysusers.d
+cx sh -c 'cat >/etc/sysusers.d/sockherd.conf' <"$ROOT/packaging/sysusers/sockherd.conf"
+cx systemd-sysusers
 cx ln -sf /opt/sockherd/sockherd /usr/local/bin/sockherd
 cx ln -sf /opt/sockherd/examples/hello /usr/local/lib/sockherd/hello
 cx sh -c 'cat >/usr/local/lib/sockherd/e2e-worker && chmod 755 /usr/local/lib/sockherd/e2e-worker' <"$HERE/worker.sh"

@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# package.sh: the Debian package on a clean Debian 12, under a real systemd.
+#
+# Builds the .deb twice (revision 1, and revision 2 to upgrade to) with
+# packaging/build-deb.sh, boots a fresh container (systemd 252 as PID 1, the
+# harness in lib.sh) and does what a user does: installs the package with
+# apt-get, writes units with `sockherd unit --install` for the hello example
+# and for a Node.js app, starts them, steers them over D-Bus, upgrades the
+# package under load, restarts onto the new binary under load, and removes
+# the package. docs/packaging.md lists every check.
+#
+# The container has no network, so apt-get must resolve the package's
+# dependencies from what is installed: the .deb depends only on libc6 (found
+# by dpkg-shlibdeps) and recommends systemd and dbus, all of which the rootfs
+# has. The rootfs is the e2e suite's package set plus
+# Debian's nodejs and man-db, built once into its own directory
+# (/var/lib/machines/sockherd-pkg-bookworm), so the e2e suite's rootfs stays
+# as it is; like it, it boots on a volatile overlay and stays pristine.
+#
+# Usage (root): tests/e2e/package.sh
+#   E2E_NO_BUILD=1   use the .debs of the last run (target/package-test) and
+#                    target/release/examples/hello as they are
+#   E2E_REQUIRE=1    a host that cannot run the suite is a failure, not a skip
+#   E2E_KEEP=1       leave the container running at the end and keep the logs
+#   PKG_ROOTFS=DIR   where the rootfs is built once and kept
+# Prints PASS:/FAIL: lines, then "N passed, N failed"; exits non-zero on any failure.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$HERE/lib.sh"
+E2E_ROOTFS=${PKG_ROOTFS:-/var/lib/machines/sockherd-pkg-bookworm}
+E2E_INCLUDE=$E2E_INCLUDE,nodejs,man-db
+T0=$(ts)
+
+# ------------------------------------------------------------ 0. the host
+[ "$(uname -s)" = Linux ] || skip_suite "not Linux"
+[ "$(id -u)" = 0 ] || skip_suite "needs root (systemd-nspawn, cgroups)"
+command -v nsenter >/dev/null || skip_suite "no nsenter (util-linux)"
+ensure_packages || skip_suite "systemd-nspawn/mmdebstrap missing and cannot be installed"
+STATE=$(mktemp -d /tmp/sockherd-pkg.XXXXXX)
+SHARE=$STATE/share
+mkdir -p "$SHARE"
+
+version=$(awk -F'"' '/^version = / { print $2; exit }' "$ROOT/Cargo.toml")
+arch=$(dpkg --print-architecture)
+# cargo deb clears target/debian/ of the package's older .debs, so each one
+# built is kept here.
+DEBS=$ROOT/target/package-test
+DEB1=$DEBS/sockherd_${version}-1_$arch.deb
+DEB2=$DEBS/sockherd_${version}-2_$arch.deb
+if [ -z "${E2E_NO_BUILD:-}" ]; then
+  t=$(ts)
+  log "packaging/build-deb.sh (revisions 1 and 2), cargo build --release --example hello"
+  rm -rf "$DEBS"
+  mkdir -p "$DEBS"
+  (
+    cd "$ROOT" &&
+      packaging/build-deb.sh --deb-revision 1 && cp "target/debian/${DEB1##*/}" "$DEBS/" &&
+      packaging/build-deb.sh --deb-revision 2 && cp "target/debian/${DEB2##*/}" "$DEBS/" &&
+      cargo build --release --locked --example hello
+  ) >"$STATE/build.log" 2>&1 || {
+    tail -30 "$STATE/build.log"
+    echo "FAIL: building the package"
+    exit 1
+  }
+  log "built in $(elapsed "$t") s"
+fi
+for f in "$DEB1" "$DEB2" "$ROOT/target/release/examples/hello"; do
+  [ -e "$f" ] || { echo "FAIL: $f is missing"; exit 1; }
+done
+cp "$DEB1" "$DEB2" "$ROOT/target/release/examples/hello" "$ROOT/tests/fixtures/node/hello.js" "$SHARE/"
+DEB1=/opt/sockherd/${DEB1##*/}
+DEB2=/opt/sockherd/${DEB2##*/}
+
+t=$(ts)
+ensure_rootfs || { echo "FAIL: building the rootfs (log: $STATE/bootstrap.log)"; exit 1; }
+log "rootfs $E2E_ROOTFS ready in $(elapsed "$t") s"
+reap_stale
+
+if [ -z "${E2E_KEEP:-}" ]; then trap teardown EXIT; fi
+trap 'exit 130' INT TERM HUP
+t=$(ts)
+if ! boot_container "$SHARE"; then
+  tail -20 "$STATE/console.log"
+  echo "FAIL: the container did not boot"
+  exit 1
+fi
+log "booted in $(elapsed "$t") s (machine $E2E_MACHINE, nspawn pid $NSPAWN_PID, leader pid $LEADER)"
+
+# ------------------------------------------------------------ helpers
+prop() { cx systemctl show -P "$1" "$2"; }
+apt_get() { cx env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0 "$@"; }
+# The body of GET / on PORT.
+get() { cx curl -sS --max-time 10 "http://127.0.0.1:$1/"; }
+# The distinct pids that answered N requests on PORT (hello: "(pid N)", node: "pid=N").
+pids_of() {
+  for _ in $(seq 1 "$2"); do get "$1"; done | sed -nE 's/.*pid[= ]([0-9]+).*/\1/p' | sort -u
+}
+count_is() { test "$(wc -l <<<"$1")" = "$2"; }
+not() { ! "$@"; }
+# A command's output goes to the log, not between the PASS lines.
+quietly() { "$@" >>"$STATE/commands.log" 2>&1; }
+n_pids_is() { count_is "$(pids_of "$1" "$2")" "$3"; }
+bus() { cx busctl call "io.sockherd.$1" /io/sockherd/Manager io.sockherd.Manager1 "${@:2}"; }
+active() { test "$(cx systemctl is-active "$@" | sort -u)" = active; }
+# No process of the container runs the sockherd binary or node.
+none_running() { ! cx ps -eo comm= | grep -Eq '^(sockherd|node|nodejs|hello)$'; }
+exe_of() { cx readlink "/proc/$1/exe"; }
+# A client loop inside the container: one new connection per request to PORT,
+# one line per request ("200" or the curl error), until /run/load-stop exists.
+start_load() {
+  cx rm -f /run/load-stop "/run/load-$1.txt"
+  cx sh -c 'while [ ! -e /run/load-stop ]; do
+      curl -sS --max-time 20 -o /dev/null -w "%{http_code}\n" "http://127.0.0.1:$1/" >>"/run/load-$1.txt" 2>&1 ||
+        echo "curl failed" >>"/run/load-$1.txt"
+    done' sh "$1" &
+  LOAD=$!
+  E2E_POLL=10 eventually cx test -s "/run/load-$1.txt"
+}
+# Stops the loop; sets total and failed to its number of requests and of failures.
+stop_load() {
+  cx touch /run/load-stop
+  wait "$LOAD"
+  cx cat "/run/load-$1.txt" >"$STATE/load-$2.txt"
+  read -r total failed < <(awk '{ n++ } $0 != "200" { bad++ } END { print n + 0, bad + 0 }' "$STATE/load-$2.txt")
+}
+
+# ------------------------------------------------------------ 1. install
+check "a fresh container: no sockherd" not cx test -e /usr/bin/sockherd
+apt_get install "$DEB1" >"$STATE/install.log" 2>&1
+check "apt-get install ./${DEB1##*/} (offline: the dependencies are in the rootfs)" \
+  test "$(cx dpkg-query -W -f='${Status} ${Version}' sockherd)" = "install ok installed $version-1"
+check "the package's files are in place" cx test -x /usr/bin/sockherd \
+  -a -f /usr/share/dbus-1/system.d/io.sockherd.conf -a -f /usr/lib/sysusers.d/sockherd.conf \
+  -a -f /usr/share/man/man1/sockherd.1.gz -a -f /usr/share/man/man1/sockherd-unit.1.gz \
+  -a -f /usr/share/bash-completion/completions/sockherd -a -f /usr/share/zsh/vendor-completions/_sockherd \
+  -a -f /usr/share/fish/vendor_completions.d/sockherd.fish \
+  -a -f /usr/share/doc/sockherd/examples/example.service -a -f /usr/share/doc/sockherd/copyright \
+  -a -f /usr/share/doc/sockherd/LICENSE-MIT -a -f /usr/share/doc/sockherd/LICENSE-APACHE
+accounts() { cx getent passwd sockherd | grep -q '^sockherd:x:[0-9]*:[0-9]*:sockherd apps:' && cx getent group sockherd >/dev/null; }
+check "sysusers.d made the system user and group sockherd" accounts
+check "installing started nothing" none_running
+cx sh -c 'MANWIDTH=80 man sockherd 2>&1' >"$STATE/man.txt"
+check "man sockherd renders (NAME, the commands, EXAMPLES)" \
+  sh -c 'grep -q "^NAME" "$1" && grep -q "sockherd-unit(1)" "$1" && grep -q "^EXAMPLES" "$1"' sh "$STATE/man.txt"
+unit_page() { cx sh -c 'MANWIDTH=80 man sockherd-unit 2>&1' | grep -q -- '--run-as'; }
+check "man sockherd-unit documents --run-as" unit_page
+completion() { cx bash -c '. /usr/share/bash-completion/completions/sockherd && complete -p sockherd' | grep -q _sockherd; }
+check "bash completion loads and completes sockherd's commands" completion
+
+# ------------------------------------------------------------ 2. units for two apps
+cx install -D -m 755 /opt/sockherd/hello /usr/local/lib/sockherd/hello
+check "sockherd unit hello --install" \
+  quietly cx sockherd unit hello --listen 8080 --workers 2 --install -- /usr/local/lib/sockherd/hello
+cx install -D -m 644 /opt/sockherd/hello.js /srv/nodeapp/app.js
+check "sockherd unit nodeapp --install (a Node.js app: -- node app.js)" \
+  quietly cx sockherd unit nodeapp --listen 8081 --workers 2 --working-directory /srv/nodeapp \
+  --environment PORT=8081 --environment NODE_ENV=production --install -- node app.js
+cx sh -c 'cd /etc/systemd/system && cat hello.socket hello.service nodeapp.socket nodeapp.service' >"$STATE/units.txt"
+check "the Node.js unit runs /usr/bin/node with MemoryDenyWriteExecute=no" \
+  sh -c 'grep -q "^ExecStart=/usr/bin/sockherd serve .* -- /usr/bin/node app.js$" "$1" && grep -q "^MemoryDenyWriteExecute=no$" "$1"' \
+  sh "$STATE/units.txt"
+refuses_mdwe() { ! cx sockherd unit x --listen 1 --deny-write-execute -- node app.js >/dev/null 2>&1; }
+check "sockherd unit refuses --deny-write-execute for node" refuses_mdwe
+cx systemd-analyze verify hello.socket hello.service nodeapp.socket nodeapp.service >"$STATE/verify.txt" 2>&1
+check "systemd-analyze verify: the generated units are clean" test ! -s "$STATE/verify.txt"
+for app in hello nodeapp; do
+  cx systemd-analyze security --no-pager "$app.service" >"$STATE/security-$app.txt" 2>&1
+  exposure=$(sed -nE "s/.*Overall exposure level for $app.service: ([0-9.]+) (.*)/\1 \2/p" "$STATE/security-$app.txt")
+  check "systemd-analyze security $app.service: ${exposure:-?} (OK: below 3.0)" \
+    awk -v e="${exposure%% *}" 'BEGIN { exit !(e != "" && e < 3.0) }'
+done
+
+# ------------------------------------------------------------ 3. run them
+check "systemctl start hello.socket nodeapp.socket" cx systemctl start hello.socket nodeapp.socket
+answers() { get "$1" | grep -q "$2"; }
+check "the first connection starts hello and is answered" answers 8080 '^hello from worker [01] '
+check "hello runs as the package's user sockherd" \
+  test "$(cx ps -o user= -p "$(prop MainPID hello.service)")" = sockherd
+on_bus() { cx busctl status "io.sockherd.$1" 2>/dev/null | grep -q "^Unit=$1.service"; }
+check "hello's manager serves io.sockherd.hello on the system bus" on_bus hello
+check "busctl call io.sockherd.hello ... Scale u 3" bus hello Scale u 3
+check "requests reach 3 workers" n_pids_is 8080 6 3
+cx useradd --create-home --groups sockherd alice
+cx useradd --create-home bob
+check "alice, in group sockherd, may scale: sockherd scale hello 2" \
+  quietly cx runuser -u alice -- sockherd scale hello 2
+cx runuser -u bob -- sockherd scale hello 4 >"$STATE/bob.txt" 2>&1
+check "bob, not in it, may not: $(head -1 "$STATE/bob.txt")" grep -q "may not call" "$STATE/bob.txt"
+status_json() { cx sockherd status hello --json | jq -r '.[0].state, .[0].ready_workers' | tr '\n' ' '; }
+check "sockherd status hello shows 2 workers, 'running'" test "$(status_json)" = "running 2 "
+before=$(pids_of 8080 4)
+check "systemctl reload hello (ExecReload= over D-Bus) succeeds" cx systemctl reload hello.service
+after=$(pids_of 8080 4)
+all_new() { count_is "$after" 2 && test -z "$(comm -12 <(echo "$before") <(echo "$after"))"; }
+check "after the reload both workers are new" all_new
+cx journalctl -u hello.service -o cat --no-pager >"$STATE/journal-hello.txt"
+journal_says() { grep -qF "$1" "$STATE/journal-hello.txt"; }
+check "journalctl -u hello: the manager serves io.sockherd.hello on the system bus" \
+  journal_says "D-Bus: serving io.sockherd.hello on the system bus"
+check "journalctl -u hello: the D-Bus calls, with who made them" \
+  journal_says "D-Bus: Scale(2) from uid $(cx id -u alice) (group sockherd)"
+check "journalctl -u hello: worker lines and events" grep -q "worker 2 .* ready" "$STATE/journal-hello.txt"
+
+check "the first connection starts nodeapp and a Node.js worker answers" answers 8081 '^hello pid=[0-9]* url=/$'
+check "nodeapp: 2 Node.js workers answer" n_pids_is 8081 4 2
+check "sockherd scale nodeapp 3" quietly cx sockherd scale nodeapp 3
+check "3 Node.js workers answer" n_pids_is 8081 6 3
+check "systemctl reload nodeapp succeeds" cx systemctl reload nodeapp.service
+node_ready() { cx journalctl -u nodeapp.service -o json --no-pager | jq -r 'select(.SOCKHERD_EVENT == "worker-ready") | .SOCKHERD_APP' | grep -qx nodeapp; }
+check "nodeapp's journal has its workers' ready events" node_ready
+# Why the Node.js unit leaves MemoryDenyWriteExecute= off: node under it.
+node_under() {
+  cx systemd-run --quiet --wait --pipe --collect -p "MemoryDenyWriteExecute=$1" \
+    /usr/bin/node "${@:2}" -e 'console.log("node ok")' >>"$STATE/mdwe.txt" 2>&1
+}
+node_under yes
+mdwe=$?
+check "node does not start under MemoryDenyWriteExecute=yes (exit $mdwe): the unit must leave it off" \
+  test "$mdwe" != 0
+check "... and starts without it" node_under no
+check "... node --jitless does start under it (what --deny-write-execute allows)" node_under yes --jitless
+
+# ------------------------------------------------------------ 4. upgrade under load
+main1=$(prop MainPID hello.service)
+start_load 8080
+log "load on :8080 (pid $LOAD); apt-get install ${DEB2##*/}"
+apt_get install "$DEB2" >"$STATE/upgrade.log" 2>&1
+check "apt-get install ./${DEB2##*/}: upgraded while hello serves" \
+  test "$(cx dpkg-query -W -f='${Version}' sockherd)" = "$version-2"
+sleep 1
+check "the running manager was left alone (same MainPID $main1)" \
+  test "$(prop MainPID hello.service)" = "$main1"
+check "... and runs the old binary, now deleted, until restarted ($(exe_of "$main1"))" \
+  test "$(exe_of "$main1")" = "/usr/bin/sockherd (deleted)"
+stop_load 8080 upgrade
+check "no request failed during the upgrade ($total requests, $failed failed)" \
+  test "$failed" = 0 -a "$total" -gt 0
+start_load 8080
+log "systemctl restart hello.service under load"
+check "systemctl restart hello.service" cx systemctl restart hello.service
+main2=$(prop MainPID hello.service)
+sleep 1
+stop_load 8080 restart
+check "no request failed during the restart: they waited in the socket ($total requests, $failed failed)" \
+  test "$failed" = 0 -a "$total" -gt 0
+check "the new manager (pid $main2) runs the new binary" \
+  test "$main2" != "$main1" -a "$(exe_of "$main2")" = /usr/bin/sockherd
+check "... and owns its D-Bus name again" bus hello Scale u 2
+
+# ------------------------------------------------------------ 5. remove
+apt_get remove sockherd >"$STATE/remove.log" 2>&1
+check "apt-get remove sockherd" test "$(cx dpkg-query -W -f='${Status}' sockherd 2>/dev/null)" != "install ok installed"
+check "removal stopped the apps that run the binary (said so)" \
+  grep -q "stopping the apps that run /usr/bin/sockherd" "$STATE/remove.log"
+check "both apps and their sockets are inactive" \
+  test "$(cx systemctl is-active hello.socket hello.service nodeapp.socket nodeapp.service | sort -u)" = inactive
+check "nothing runs: no manager, no worker" none_running
+closed() { ! get 8080 2>/dev/null && ! get 8081 2>/dev/null; }
+check "the ports are closed" closed
+check "the administrator's units stay in /etc/systemd/system" \
+  cx test -f /etc/systemd/system/hello.service -a -f /etc/systemd/system/nodeapp.socket
+check "the binary, bus policy and man pages are gone" \
+  cx test ! -e /usr/bin/sockherd -a ! -e /usr/share/dbus-1/system.d/io.sockherd.conf \
+  -a ! -e /usr/share/man/man1/sockherd.1.gz
+apt_get install "$DEB2" >"$STATE/reinstall.log" 2>&1
+check "reinstalled: systemctl start hello.socket" cx systemctl start hello.socket
+check "... and it serves again, as it was" answers 8080 '^hello from worker'
+check "no unit in the container has failed" test -z "$(cx systemctl list-units --failed --plain --no-legend)"
+
+# ------------------------------------------------------------ 6. teardown
+if [ -n "${E2E_KEEP:-}" ]; then
+  echo "container left running: leader pid $LEADER, nspawn pid $NSPAWN_PID"
+  echo "  enter: nsenter -t $LEADER -a"
+  echo "  stop:  kill -TERM $NSPAWN_PID, then rmdir the scope dirs: $CG_DIRS"
+else
+  trap - EXIT
+  teardown
+  check "nspawn exited" sh -c '! kill -0 "$1" 2>/dev/null' sh "$NSPAWN_PID"
+  # shellcheck disable=SC2086 # a list of directories
+  check "the container's cgroups are removed" sh -c '! ls -d "$@" 2>/dev/null | grep -q .' sh $CG_DIRS
+  check "the rootfs is untouched (volatile overlay)" test ! -e "$E2E_ROOTFS/usr/bin/sockherd"
+fi
+if [ "$nfail" = 0 ] && [ -z "${E2E_KEEP:-}" ]; then
+  rm -rf "$STATE"
+else
+  log "logs: $STATE"
+fi
+log "took $(elapsed "$T0") s"
+echo "$npass passed, $nfail failed"
+[ "$nfail" = 0 ]
