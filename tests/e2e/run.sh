@@ -370,8 +370,8 @@ check "when it returns, Generation is bumped ($gen_before -> $gen_then)" test "$
 check "when it returns, all 4 ready workers are new" \
   test "$(echo "$pids_then" | wc -l) $(comm -12 <(echo "$pids_then") <(echo "$pids_before") | wc -l)" = "4 0"
 check "when it returns, the unit is active" test "$state_then" = active
-check "journal: ExecReload= (sockherd reload) said 'app: reloaded, generation $gen_then'" \
-  eventually journal_has "select(.MESSAGE == \"app: reloaded, generation $gen_then\")"
+check "journal: the manager logged reload-finished for generation $gen_then" \
+  eventually journal_has "select(.SOCKHERD_EVENT == \"reload-finished\" and .SOCKHERD_GENERATION == \"$gen_then\")"
 check "no request failed during the reload ($sent sent, $failed failed, $refused refused)" \
   test "$sent" -ge 30 -a "$failed" = 0
 
@@ -389,8 +389,8 @@ check "systemctl reload fails (exit status $reload_rc) when the new workers cann
 check "the generation stays $gen_before" test "$gen_then" = "$gen_before"
 check "the same 4 workers are ready (pids unchanged)" test "$pids_then" = "$pids_before"
 check "the unit stays active" test "$state_then" = active
-check "journal: ExecReload= (sockherd reload) gave the reason: not ready within 5s" \
-  eventually journal_has 'select(.MESSAGE // "" | tostring | test("^sockherd: app: reload failed: .*not ready within 5s"))'
+check "journal: ExecReload= (busctl Reload) gave the reason: not ready within 5s" \
+  eventually journal_has 'select(.MESSAGE // "" | tostring | test("reload failed: .*not ready within 5s"))'
 check "no request failed during the failed reload ($sent sent, $failed failed, $refused refused)" \
   test "$sent" -ge 30 -a "$failed" = 0
 check "StatusText says the reload failed and which generation still serves" \
