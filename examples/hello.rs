@@ -7,7 +7,9 @@
 //! honoured (HTTP/1.1 by default, `Connection: close` ends it).
 //!
 //! On shutdown it stops taking connections, finishes the requests it has,
-//! closes idle keep-alive connections, and exits 0.
+//! closes idle keep-alive connections, and exits 0. A connection whose first
+//! request has not arrived yet is not idle: it is waited for (the manager's
+//! kill timeout bounds that).
 //!
 //! Run it under sockherd: `sockherd serve --listen 127.0.0.1:8080 -- target/release/examples/hello`.
 
@@ -53,14 +55,18 @@ async fn serve() -> std::io::Result<()> {
 
 async fn handle(mut stream: Stream, listener: Arc<Listener>, body: Arc<str>) {
     let mut buf = Vec::with_capacity(1024);
+    let mut answered = false;
     loop {
-        // Wait for a request; an idle connection is closed at shutdown.
+        // Wait for a request; an idle keep-alive connection is closed at
+        // shutdown. A new one is not idle: its first request may still be on
+        // the way (the client connected just before the shutdown), and
+        // closing it would fail that request.
         let head_end = tokio::select! {
             end = read_head(&mut stream, &mut buf) => match end {
                 Some(end) => end,
                 None => return,
             },
-            _ = listener.shutdown_requested(), if buf.is_empty() => return,
+            _ = listener.shutdown_requested(), if answered && buf.is_empty() => return,
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         buf.drain(..head_end);
@@ -89,6 +95,7 @@ async fn handle(mut stream: Stream, listener: Arc<Listener>, body: Arc<str>) {
         if stream.write_all(response.as_bytes()).await.is_err() || close {
             return;
         }
+        answered = true;
     }
 }
 
