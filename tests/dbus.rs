@@ -8,6 +8,8 @@
 //! own thread. Calls as an unprivileged user run through `setpriv` as
 //! `nobody`, which needs root (skipped otherwise).
 
+mod load;
+
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -1142,4 +1144,28 @@ fn bus_choice_and_failures() {
         .expect("sockherd serve");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("contradict"));
+}
+
+/// Issue 5: scaling goes through the same paths as reload — up is start and
+/// wait for ready, down is drain, highest ids first — so no request fails
+/// while the pool grows from 2 to 6 and shrinks to 1 under load.
+#[test]
+fn scale_up_and_down_under_load_fails_no_request() {
+    let daemon = Daemon::start();
+    let manager = Setup::new("scale-load", 2).start(&daemon);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], manager.port).into();
+    let load = load::Load::start(addr, "/", 3);
+    load.wait_for_more(100, Duration::from_secs(20));
+
+    assert_eq!(manager.call("Scale", &["u", "6"]), Ok(Json::Null));
+    assert_eq!(manager.property("ReadyWorkers"), 6);
+    load.wait_for_more(100, Duration::from_secs(20));
+    assert_eq!(manager.call("Scale", &["u", "1"]), Ok(Json::Null));
+    assert_eq!(manager.property("ReadyWorkers"), 1);
+    load.wait_for_more(100, Duration::from_secs(20));
+
+    let tally = load.stop();
+    tally.assert_no_failures("scale 2 -> 6 -> 1");
+    let ids: BTreeSet<u32> = manager.workers().iter().map(|w| w.id).collect();
+    assert_eq!(ids, BTreeSet::from([0]), "the highest ids went first");
 }
