@@ -181,3 +181,32 @@ teardown() {
   remove_scopes $CG_DIRS
   log "teardown in $(elapsed "$t") s"
 }
+
+# Ends a suite: tears the container down (or, with E2E_KEEP, says how to
+# enter and stop it), checks that nothing is left, keeps the logs only if a
+# check failed, prints the closing `N passed, N failed` line and returns
+# non-zero on any failure. $1: a file the suite wrote inside the container,
+# which the volatile overlay must have kept out of the rootfs.
+finish_suite() {
+  local written=$1
+  if [ -n "${E2E_KEEP:-}" ]; then
+    echo "container left running: leader pid $LEADER, nspawn pid $NSPAWN_PID"
+    echo "  enter: nsenter -t $LEADER -a"
+    echo "  stop:  kill -TERM $NSPAWN_PID, then rmdir the scope dirs: $CG_DIRS"
+  else
+    trap - EXIT
+    teardown
+    check "nspawn exited" sh -c '! kill -0 "$1" 2>/dev/null' sh "$NSPAWN_PID"
+    # shellcheck disable=SC2086 # a list of directories
+    check "the container's cgroups are removed" sh -c '! ls -d "$@" 2>/dev/null | grep -q .' sh $CG_DIRS
+    check "the rootfs is untouched (volatile overlay)" test ! -e "$written"
+  fi
+  if [ "$nfail" = 0 ] && [ -z "${E2E_KEEP:-}" ]; then
+    rm -rf "$STATE"
+  else
+    log "logs: $STATE"
+  fi
+  log "took $(elapsed "$T0") s"
+  echo "$npass passed, $nfail failed"
+  [ "$nfail" = 0 ]
+}

@@ -271,23 +271,4 @@ check "... and it serves again, as it was" answers 8080 '^hello from worker'
 check "no unit in the container has failed" test -z "$(cx systemctl list-units --failed --plain --no-legend)"
 
 # ------------------------------------------------------------ 6. teardown
-if [ -n "${E2E_KEEP:-}" ]; then
-  echo "container left running: leader pid $LEADER, nspawn pid $NSPAWN_PID"
-  echo "  enter: nsenter -t $LEADER -a"
-  echo "  stop:  kill -TERM $NSPAWN_PID, then rmdir the scope dirs: $CG_DIRS"
-else
-  trap - EXIT
-  teardown
-  check "nspawn exited" sh -c '! kill -0 "$1" 2>/dev/null' sh "$NSPAWN_PID"
-  # shellcheck disable=SC2086 # a list of directories
-  check "the container's cgroups are removed" sh -c '! ls -d "$@" 2>/dev/null | grep -q .' sh $CG_DIRS
-  check "the rootfs is untouched (volatile overlay)" test ! -e "$E2E_ROOTFS/usr/bin/sockherd"
-fi
-if [ "$nfail" = 0 ] && [ -z "${E2E_KEEP:-}" ]; then
-  rm -rf "$STATE"
-else
-  log "logs: $STATE"
-fi
-log "took $(elapsed "$T0") s"
-echo "$npass passed, $nfail failed"
-[ "$nfail" = 0 ]
+finish_suite "$E2E_ROOTFS/usr/bin/sockherd"
