@@ -19,7 +19,7 @@
 //! removes them from the [`Dispatcher`]'s ring, and dispatch runs on its own.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -36,12 +36,18 @@ use crate::dispatch::{Dispatcher, Route};
 use crate::journal::Stream;
 use crate::policy::Policy;
 use crate::report::{
-    Event, Handle, PoolState, Reply, Request, RequestError, Snapshot, Status, WorkerInfo,
+    Event, Handle, PoolState, Request, RequestError, Snapshot, Status, WorkerInfo,
 };
 use crate::spawn::{self, Spec};
 use crate::transport::{Peer, Transport};
 use crate::worker::{Slot, SlotState, State, Worker};
 use crate::{output, usage};
+
+mod reload;
+mod scale;
+
+use reload::{Purpose, Reload, Replacement};
+use scale::ScaleWait;
 
 /// How long to wait for workers to be reaped after SIGKILL before giving up on them.
 pub const REAP_GRACE: Duration = Duration::from_secs(2);
@@ -99,39 +105,6 @@ pub enum Outcome {
     Stopped,
     /// Every slot gave up: the app cannot run.
     AllGaveUp,
-}
-
-/// Why a new worker is being started next to an old one.
-enum Purpose {
-    Reload,
-    Restart(Reply<()>),
-    /// The old worker grew past `--max-memory`.
-    Memory,
-}
-
-/// A new worker standing in for slot `id`'s current one once it is ready.
-struct Replacement {
-    id: u32,
-    new: u64,
-    purpose: Purpose,
-}
-
-/// A rolling reload under way.
-struct Reload {
-    /// Slots still to be replaced, in order.
-    queue: VecDeque<u32>,
-    /// The generation being rolled out.
-    generation: u32,
-    reply: Option<Reply<u32>>,
-}
-
-/// A `Scale` call waiting for its outcome.
-struct ScaleWait {
-    /// Scale up: these slots must become ready. Scale down: these workers must exit.
-    slots: Vec<u32>,
-    draining: Vec<u64>,
-    target: u32,
-    reply: Reply<u32>,
 }
 
 pub struct Pool {
@@ -768,279 +741,6 @@ impl Pool {
                 );
             }
         }
-    }
-
-    fn begin_reload(&mut self, reply: Reply<u32>) {
-        if self.reload.is_some() {
-            let _ = reply.send(Err(RequestError::Busy(
-                "a reload is already under way".into(),
-            )));
-            return;
-        }
-        if let Some(reconfigure) = &self.reconfigure {
-            match reconfigure() {
-                Ok((spec, settings)) => {
-                    if settings.policy != self.settings.policy {
-                        tracing::info!(
-                            event = "policy-changed",
-                            "dispatch policy {} from now on (was {})",
-                            settings.policy,
-                            self.settings.policy
-                        );
-                        self.dispatcher.set_policy(settings.policy);
-                    }
-                    self.spec = spec;
-                    self.settings = settings;
-                }
-                Err(e) => {
-                    tracing::error!(event = "reload-finished", ok = false, "reload refused: {e}");
-                    let _ = self.events.send(Event::Reloaded {
-                        generation: self.generation + 1,
-                        ok: false,
-                    });
-                    let _ = reply.send(Err(RequestError::Failed(e)));
-                    return;
-                }
-            }
-        }
-        let generation = self.generation + 1;
-        tracing::info!(
-            event = "reload-started",
-            generation,
-            "rolling reload to generation {generation}, {} at a time",
-            self.settings.reload_batch
-        );
-        self.reload = Some(Reload {
-            queue: self.slots.iter().map(|s| s.id).collect(),
-            generation,
-            reply: Some(reply),
-        });
-        self.advance_reload();
-    }
-
-    /// Starts the next batch of the reload once the current one is done, or
-    /// finishes it.
-    fn advance_reload(&mut self) {
-        let Some(reload) = &mut self.reload else {
-            return;
-        };
-        if self
-            .replacements
-            .iter()
-            .any(|r| matches!(r.purpose, Purpose::Reload))
-        {
-            return;
-        }
-        let batch: Vec<u32> = (0..self.settings.reload_batch.max(1))
-            .map_while(|_| reload.queue.pop_front())
-            .filter(|id| (*id as usize) < self.slots.len())
-            .collect();
-        if batch.is_empty() {
-            let reload = self.reload.take();
-            let generation = reload.as_ref().map_or(self.generation, |r| r.generation);
-            self.generation = generation;
-            tracing::info!(
-                event = "reload-finished",
-                generation,
-                ok = true,
-                "reload to generation {generation} finished"
-            );
-            let _ = self.events.send(Event::Reloaded {
-                generation,
-                ok: true,
-            });
-            if let Some(reply) = reload.and_then(|r| r.reply) {
-                let _ = reply.send(Ok(generation));
-            }
-            if self.settings.workers != self.slots.len() as u32 && self.reconfigure.is_some() {
-                // The config file asks for another worker count: reach it now.
-                let (reply, _) = tokio::sync::oneshot::channel();
-                self.scale(self.settings.workers, reply);
-            }
-            return;
-        }
-        let saved = self.generation;
-        self.generation = reload.generation;
-        for id in batch {
-            // A slot that gave up gets a fresh history with the new code.
-            if self.slots[id as usize].state == SlotState::GaveUp {
-                self.slots[id as usize].history = Default::default();
-            }
-            match self.start(id) {
-                Some(new) => self.replacements.push(Replacement {
-                    id,
-                    new,
-                    purpose: Purpose::Reload,
-                }),
-                None => {
-                    self.generation = saved;
-                    self.fail_reload(format!("cannot start new worker {id}"));
-                    return;
-                }
-            }
-        }
-        self.generation = saved;
-    }
-
-    /// A new worker of the reload failed: stop the reload; the old workers of
-    /// slots not yet replaced keep serving.
-    fn fail_reload(&mut self, why: String) {
-        let Some(reload) = self.reload.take() else {
-            return;
-        };
-        let stand_ins: Vec<u64> = self
-            .replacements
-            .iter()
-            .filter(|r| matches!(r.purpose, Purpose::Reload))
-            .map(|r| r.new)
-            .collect();
-        self.replacements
-            .retain(|r| !matches!(r.purpose, Purpose::Reload));
-        for serial in stand_ins {
-            if let Some(worker) = self.workers.get_mut(&serial) {
-                worker.condemn("reload failed".into());
-            }
-        }
-        tracing::error!(
-            event = "reload-finished",
-            generation = reload.generation,
-            ok = false,
-            "reload to generation {} failed: {why}; the previous workers keep serving",
-            reload.generation
-        );
-        let _ = self.events.send(Event::Reloaded {
-            generation: reload.generation,
-            ok: false,
-        });
-        if let Some(reply) = reload.reply {
-            let _ = reply.send(Err(RequestError::Failed(format!("reload failed: {why}"))));
-        }
-    }
-
-    fn restart_worker(&mut self, id: u32, reply: Reply<()>) {
-        let Some(slot) = self.slots.get(id as usize) else {
-            let _ = reply.send(Err(RequestError::InvalidArgs(format!(
-                "no worker {id}: workers are 0..{}",
-                self.slots.len()
-            ))));
-            return;
-        };
-        if self.replacements.iter().any(|r| r.id == id) {
-            let _ = reply.send(Err(RequestError::Busy(format!(
-                "worker {id} is already being replaced"
-            ))));
-            return;
-        }
-        if slot.state == SlotState::GaveUp {
-            self.slots[id as usize].history = Default::default();
-        }
-        match self.start(id) {
-            Some(new) => self.replacements.push(Replacement {
-                id,
-                new,
-                purpose: Purpose::Restart(reply),
-            }),
-            None => {
-                let _ = reply.send(Err(RequestError::Failed(format!(
-                    "cannot start a new worker {id}"
-                ))));
-            }
-        }
-    }
-
-    fn scale(&mut self, count: u32, reply: Reply<u32>) {
-        if count == 0 || count > self.settings.max_workers {
-            let _ = reply.send(Err(RequestError::InvalidArgs(format!(
-                "cannot scale to {count}: the worker count must be 1..={} (--max-workers)",
-                self.settings.max_workers
-            ))));
-            return;
-        }
-        if self.reload.is_some() {
-            let _ = reply.send(Err(RequestError::Busy(
-                "a reload is under way; scale after it".into(),
-            )));
-            return;
-        }
-        let current = self.slots.len() as u32;
-        tracing::info!(event = "scale", "scaling from {current} to {count} workers");
-        let now = Instant::now();
-        let mut wait = ScaleWait {
-            slots: Vec::new(),
-            draining: Vec::new(),
-            target: count,
-            reply,
-        };
-        if count > current {
-            for id in current..count {
-                self.slots.push(Slot::new(id, now));
-                wait.slots.push(id);
-            }
-        } else {
-            // Highest ids go first.
-            for slot in self.slots.drain(count as usize..).collect::<Vec<_>>() {
-                if let SlotState::Running(serial) = slot.state {
-                    wait.draining.push(serial);
-                }
-            }
-            for serial in wait.draining.clone() {
-                self.drain(serial, "scaled down");
-            }
-            let gone: Vec<u64> = self
-                .replacements
-                .iter()
-                .filter(|r| r.id >= count)
-                .map(|r| r.new)
-                .collect();
-            wait.draining.extend(gone.iter().copied());
-            for serial in gone {
-                self.drain(serial, "scaled down");
-            }
-        }
-        self.scale_waits.push(wait);
-        self.settle_scale_waits();
-    }
-
-    /// Answers the `Scale` calls whose workers are all ready (or drained).
-    fn settle_scale_waits(&mut self) {
-        let mut pending = Vec::new();
-        for wait in std::mem::take(&mut self.scale_waits) {
-            let gave_up: Vec<u32> = wait
-                .slots
-                .iter()
-                .copied()
-                .filter(|id| {
-                    self.slots
-                        .get(*id as usize)
-                        .is_some_and(|s| s.state == SlotState::GaveUp)
-                })
-                .collect();
-            let ready = wait
-                .slots
-                .iter()
-                .all(|id| match self.slots.get(*id as usize) {
-                    Some(slot) => match slot.state {
-                        SlotState::Running(serial) => self
-                            .workers
-                            .get(&serial)
-                            .is_some_and(|w| w.state == State::Ready),
-                        SlotState::GaveUp => true,
-                        SlotState::Backoff { .. } => false,
-                    },
-                    None => true,
-                });
-            let drained = wait.draining.iter().all(|s| !self.workers.contains_key(s));
-            if !gave_up.is_empty() {
-                let _ = wait.reply.send(Err(RequestError::Failed(format!(
-                    "new workers {gave_up:?} crashed until they gave up"
-                ))));
-            } else if ready && drained {
-                let _ = wait.reply.send(Ok(wait.target));
-            } else {
-                pending.push(wait);
-            }
-        }
-        self.scale_waits = pending;
     }
 
     fn status(&self) -> Status {
