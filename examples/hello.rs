@@ -7,7 +7,10 @@
 //! honoured (HTTP/1.1 by default, `Connection: close` ends it).
 //!
 //! On shutdown it stops taking connections, finishes the requests it has,
-//! closes idle keep-alive connections, and exits 0.
+//! closes idle keep-alive connections, and exits 0. A connection that has not
+//! sent its first request is not idle: it was handed over just before the
+//! shutdown, its client is sending, and closing it would reset it. It is
+//! served (the manager's kill timeout bounds a client that never sends).
 //!
 //! Run it under sockherd: `sockherd serve --listen 127.0.0.1:8080 -- target/release/examples/hello`.
 
@@ -53,14 +56,16 @@ async fn serve() -> std::io::Result<()> {
 
 async fn handle(mut stream: Stream, listener: Arc<Listener>, body: Arc<str>) {
     let mut buf = Vec::with_capacity(1024);
+    // Whether a request was answered: only then is a quiet connection idle.
+    let mut answered = false;
     loop {
-        // Wait for a request; an idle connection is closed at shutdown.
+        // Wait for a request; an idle keep-alive connection is closed at shutdown.
         let head_end = tokio::select! {
             end = read_head(&mut stream, &mut buf) => match end {
                 Some(end) => end,
                 None => return,
             },
-            _ = listener.shutdown_requested(), if buf.is_empty() => return,
+            _ = listener.shutdown_requested(), if answered && buf.is_empty() => return,
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         buf.drain(..head_end);
@@ -89,6 +94,7 @@ async fn handle(mut stream: Stream, listener: Arc<Listener>, body: Arc<str>) {
         if stream.write_all(response.as_bytes()).await.is_err() || close {
             return;
         }
+        answered = true;
     }
 }
 
