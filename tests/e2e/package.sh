@@ -109,12 +109,13 @@ active() { test "$(cx systemctl is-active "$@" | sort -u)" = active; }
 none_running() { ! cx ps -eo comm= | grep -Eq '^(sockherd|node|nodejs|hello)$'; }
 exe_of() { cx readlink "/proc/$1/exe"; }
 # A client loop inside the container: one new connection per request to PORT,
-# one line per request ("200" or the curl error), until /run/load-stop exists.
+# one line per request (its HTTP status, 000 when it failed; curl's errors go
+# to a file of their own), until /run/load-stop exists.
 start_load() {
-  cx rm -f /run/load-stop "/run/load-$1.txt"
+  cx rm -f /run/load-stop "/run/load-$1.txt" "/run/load-$1.err"
   cx sh -c 'while [ ! -e /run/load-stop ]; do
-      curl -sS --max-time 20 -o /dev/null -w "%{http_code}\n" "http://127.0.0.1:$1/" >>"/run/load-$1.txt" 2>&1 ||
-        echo "curl failed" >>"/run/load-$1.txt"
+      curl -sS --max-time 20 -o /dev/null -w "%{http_code}\n" "http://127.0.0.1:$1/" \
+        >>"/run/load-$1.txt" 2>>"/run/load-$1.err"
     done' sh "$1" &
   LOAD=$!
   E2E_POLL=10 eventually cx test -s "/run/load-$1.txt"
@@ -124,6 +125,7 @@ stop_load() {
   cx touch /run/load-stop
   wait "$LOAD"
   cx cat "/run/load-$1.txt" >"$STATE/load-$2.txt"
+  cx sh -c 'cat "$1" 2>/dev/null' sh "/run/load-$1.err" >"$STATE/load-$2.err"
   read -r total failed < <(awk '{ n++ } $0 != "200" { bad++ } END { print n + 0, bad + 0 }' "$STATE/load-$2.txt")
 }
 
