@@ -15,7 +15,8 @@
 # The caller runs under `set -euo pipefail`, sets BENCH_NAME (for messages)
 # and OUT (a directory for logs and raw output), and sources this file, which
 # installs the EXIT trap. Settings read here: DURATION, WARMUP, ROUNDS,
-# CONNECTIONS, THREADS, BASE_PORT.
+# CONNECTIONS, THREADS, BASE_PORT; start_sockherd also needs SOCKHERD (the
+# binary).
 
 BENCH_NAME=${BENCH_NAME:-$(basename "$0")}
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -95,7 +96,7 @@ mem_kib() {
 # stop_pid PID — SIGTERM, then SIGKILL after 15 s (sockherd drains its
 # workers within --kill-timeout, 5 s by default), and forgets it.
 stop_pid() {
-    local pid=$1 left=()
+    local pid=$1 left=() p
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 150); do
         alive "$pid" || break

@@ -12,8 +12,9 @@
 #   node   the same Node app (bench/node/hello.js) under sockherd, under
 #          Node's own cluster primary, round-robin and SCHED_NONE
 #          (bench/node/cluster.js), and under PM2 cluster mode (`pm2 start
-#          -i WORKERS`, PM2 installed by npm into $OUT with its own PM2_HOME;
-#          skipped, saying so, when npm cannot fetch it); close and keep-alive;
+#          -i WORKERS`, as is and with --no-pmx; PM2 installed by npm into
+#          $OUT, each daemon with its own PM2_HOME; left out, saying so, when
+#          npm cannot fetch it); close and keep-alive;
 #   pool   sockherd with 2, 16, 64 and 256 hello workers (SIZES) side by
 #          side, close mode: neither req/s nor the manager's CPU per
 #          connection should depend on how many workers it round-robins over;
@@ -22,8 +23,12 @@
 #          datagram socket this script listens on, as systemd would, and
 #          sockherd says READY=1 only once every worker is ready.
 # For each manager (sockherd, Node's primary, PM2's God daemon) the table
-# gives its memory (VmRSS after the runs / VmHWM) and its CPU time
-# (utime+stime) per request, from /proc/PID. The shared-accept baseline has no
+# gives its memory (VmRSS after the runs / VmHWM, and RssAnon) and its CPU
+# time (utime+stime) per request, from /proc/PID; and for every server the CPU
+# time per request of the manager and its workers together. That one matters
+# on a busy machine: there the CPUs go round by runnable process, so req/s
+# favour the server with more busy processes, while CPU per request does not
+# care. The targets get a verdict on both. The shared-accept baseline has no
 # manager: its launcher only waits.
 #
 # With ROUNDS>1 each section's runs repeat, each round starting with another
@@ -34,9 +39,9 @@
 # fails only when something cannot be measured. Its numbers depend on the
 # machine and on what else runs there; the header says what that was.
 #
-# Usage:  bench/run.sh               (about 4 minutes)
-#         ROUNDS=3 bench/run.sh      (about 10 minutes; what RESULTS.md reports)
-#         QUICK=1 bench/run.sh       (a smoke run: 2 s per run, 1 round)
+# Usage:  QUICK=1 bench/run.sh       (a smoke run: 2 s per run, 1 round; ~1 min)
+#         bench/run.sh               (10 s per run, 1 round; ~5 min)
+#         ROUNDS=5 bench/run.sh      (what bench/RESULTS.md reports; ~18 min)
 # Settings (environment): DURATION=10 WARMUP=3 ROUNDS=1 WORKERS=2
 #   CONNECTIONS=64 THREADS=1 SIZES="2 16 64 256" READY_SIZES="4 64"
 #   READY_REPEAT=5 SECTIONS="rust node pool ready" PM2=1 (0: leave PM2 out)
