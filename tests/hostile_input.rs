@@ -6,8 +6,8 @@
 //! with a model of its specification and fail on any panic.
 //!
 //! The same checks run under libFuzzer with `cargo +nightly fuzz` (`fuzz/`);
-//! these tests are what CI runs. Inputs that once broke something are kept
-//! below as plain regression tests.
+//! these tests are what CI runs. An input that ever fails a check is to be
+//! kept in this file as a plain regression test (none has so far).
 
 mod hostile;
 
