@@ -502,11 +502,9 @@ fn refused_connection_goes_to_another_worker() {
     let quick = pid_of(&get(port, "/quick").expect("quick request"));
     let next = pid_of(&get(port, "/quick").expect("request after a refusal"));
     assert_eq!(next, quick, "the free worker served it");
-    assert!(
-        manager.log().contains("refused a connection"),
-        "{}",
-        manager.log()
-    );
+    manager.wait_for("the refusal to be logged", |log| {
+        log.contains("refused a connection")
+    });
     let body = held.join().expect("client thread").expect("held request");
     assert_ne!(pid_of(&body), quick);
     manager.stop();
