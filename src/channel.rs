@@ -157,7 +157,9 @@ impl Channel {
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         match sendmsg::<UnixAddr>(self.raw_fd(), &iov, cmsg, flags, None) {
             Ok(_) => Ok(()),
-            Err(Errno::EAGAIN) => Err(SendError::WouldBlock),
+            // ETOOMANYREFS: the kernel's cap on descriptors in flight was
+            // hit; the worker is backed up, not gone.
+            Err(Errno::EAGAIN | Errno::ETOOMANYREFS) => Err(SendError::WouldBlock),
             Err(e) => Err(SendError::Gone(e)),
         }
     }
