@@ -273,6 +273,21 @@ fn out_of_descriptors_the_manager_backs_off_and_recovers() {
     assert!(manager.try_exit().is_none(), "the manager died");
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit: filling a
+/// channel means holding a thousand or more connections open.
+fn raise_own_nofile() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`, valid for both calls.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
 /// Fetches the metrics text from the manager's metrics socket.
 fn scrape(metrics: &Addr) -> String {
     let response = get(metrics, "/metrics").expect("scrape metrics");
@@ -298,6 +313,7 @@ fn metric(text: &str, prefix: &str, label: &str) -> Option<u64> {
 #[test]
 fn a_worker_that_never_reads_is_skipped_then_replaced() {
     let _turn = take_turn();
+    raise_own_nofile();
     let dir = TempDir::new();
     let http = TcpListener::bind("127.0.0.1:0").expect("bind the http socket");
     let metrics = TcpListener::bind("127.0.0.1:0").expect("bind the metrics socket");
