@@ -210,3 +210,17 @@ finish_suite() {
   echo "$npass passed, $nfail failed"
   [ "$nfail" = 0 ]
 }
+
+# Boots the container with directory $1 bind-mounted, as boot_container does,
+# and logs how long it took; if it does not boot, shows the end of its
+# console and ends the suite with a failure.
+boot_or_exit() {
+  local t
+  t=$(ts)
+  if ! boot_container "$1"; then
+    tail -20 "$STATE/console.log"
+    echo "FAIL: the container did not boot"
+    exit 1
+  fi
+  log "booted in $(elapsed "$t") s (machine $E2E_MACHINE, nspawn pid $NSPAWN_PID, leader pid $LEADER)"
+}

@@ -81,13 +81,7 @@ reap_stale
 
 if [ -z "${E2E_KEEP:-}" ]; then trap teardown EXIT; fi
 trap 'exit 130' INT TERM HUP
-t=$(ts)
-if ! boot_container "$SHARE"; then
-  tail -20 "$STATE/console.log"
-  echo "FAIL: the container did not boot"
-  exit 1
-fi
-log "booted in $(elapsed "$t") s (machine $E2E_MACHINE, nspawn pid $NSPAWN_PID, leader pid $LEADER)"
+boot_or_exit "$SHARE"
 
 # ------------------------------------------------------------ helpers
 prop() { cx systemctl show -P "$1" "$2"; }

@@ -62,13 +62,7 @@ on_exit() {
 }
 trap on_exit EXIT
 trap 'exit 130' INT TERM HUP
-t=$(ts)
-if ! boot_container "$BIN"; then
-  tail -20 "$STATE/console.log"
-  echo "FAIL: the container did not boot"
-  exit 1
-fi
-log "booted in $(elapsed "$t") s (machine $E2E_MACHINE, nspawn pid $NSPAWN_PID, leader pid $LEADER)"
+boot_or_exit "$BIN"
 
 # ------------------------------------------------------------ helpers
 prop() { cx systemctl show -P "$1" "${2:-app.service}"; }
