@@ -3,19 +3,18 @@
 //! # The life of a connection
 //!
 //! systemd owns the listening sockets (`app.socket`) and starts the manager
-//! with them on the first connection ([`activation`]); without systemd the
-//! manager binds `--listen` addresses itself ([`listener`]). The manager forks a
-//! pool of workers ([`spawn`], [`pool`]), each with its own channel, a
-//! `SOCK_SEQPACKET` socketpair ([`channel`]). One task per socket accepts
-//! ([`accept`]) and hands every connection to a ready worker chosen by the
-//! dispatch [`policy`] (round-robin by default; least-conn, ip-hash), by
-//! sending its fd over that channel ([`dispatch`]). The worker serves it; the
-//! manager has already closed its own copy. Under `--policy none` the workers
-//! inherit the sockets and accept by themselves ([`shared`]).
+//! with them on the first connection; without systemd the manager binds
+//! `--listen` addresses itself ([`sockets`]). The manager forks a pool of
+//! workers ([`pool`]), each with its own channel, a `SOCK_SEQPACKET`
+//! socketpair. One task per socket accepts and hands every connection to a
+//! ready worker chosen by the dispatch policy (round-robin by default;
+//! least-conn, ip-hash), by sending its fd over that channel ([`conn`]). The
+//! worker serves it; the manager has already closed its own copy. Under
+//! `--policy none` the workers inherit the sockets and accept by themselves.
 //!
 //! Workers need not speak sockherd's protocol: an unmodified Node.js app runs
 //! as cluster workers of the manager itself, which speaks Node's cluster IPC
-//! ([`node`]). [`transport`] is where the two meet.
+//! ([`node`]); the connection path's transports are where the two meet.
 //!
 //! # The life of a worker
 //!
@@ -24,51 +23,125 @@
 //! leaves the ring first, is sent `SHUTDOWN=1`, finishes what it has and exits;
 //! past the kill timeout it is killed. When it crashes, its slot restarts it
 //! under the same id after a growing delay, and gives up after too many
-//! crashes in a window ([`backoff`]). [`worker`] draws the whole state machine.
+//! crashes in a window. `pool/worker.rs` draws the whole state machine.
 //!
 //! # The life of the manager
 //!
-//! `sockherd serve` ([`cli`], [`config`], [`serve`]) checks its input, takes
-//! its sockets and starts the pool. The pool ([`pool`]) owns every worker and
-//! tells the rest of the manager what happens through [`report`]: systemd
-//! hears `READY=1`, `STATUS=`, `RELOADING=1` and `STOPPING=1` ([`notify`]) and
-//! `WATCHDOG=1` only while the pool's loop answers ([`watchdog`]); D-Bus
-//! callers read properties and call `Scale` or `Reload` ([`bus`]), which the
-//! `sockherd status|scale|reload|restart` commands wrap ([`control`]);
-//! Prometheus scrapes it ([`metrics`], figures from [`usage`]). Logs go to the
-//! journal with per-worker fields ([`journal`], [`output`]).
+//! `sockherd serve` ([`cli`], [`commands`]) checks its input, takes its
+//! sockets and starts the pool. The pool owns every worker and tells the rest
+//! of the manager what happens through its reports: systemd hears `READY=1`,
+//! `STATUS=`, `RELOADING=1` and `STOPPING=1`, and `WATCHDOG=1` only while the
+//! pool's loop answers ([`systemd`]); D-Bus callers read properties and call
+//! `Scale` or `Reload` ([`bus`]), which the `sockherd
+//! status|scale|reload|restart` commands wrap; Prometheus scrapes it
+//! ([`metrics`]). Logs go to the journal with per-worker fields.
 //!
 //! SIGHUP, `systemctl reload` or D-Bus `Reload` roll the workers over, new
-//! before old. SIGTERM or SIGINT ([`shutdown`]): stop accepting, drain every
-//! worker in parallel, kill what is left at the kill timeout, exit 0. If every
+//! before old. SIGTERM or SIGINT ([`signals`], [`shutdown`]): stop accepting,
+//! drain every worker in parallel, kill what is left at the kill timeout,
+//! exit 0. If every
 //! slot gave up, the manager exits non-zero so systemd's restart policy takes
 //! over. Its workers never outlive it, even when it is SIGKILLed.
 
-pub mod accept;
-pub mod activation;
-pub mod backoff;
-pub mod bus;
-pub mod channel;
-pub mod cli;
-pub mod config;
-pub mod control;
-pub mod dispatch;
-pub mod journal;
-pub mod listener;
-pub mod manual;
-pub mod metrics;
-pub mod node;
-pub mod notify;
-pub mod output;
-pub mod policy;
-pub mod pool;
-pub mod report;
-pub mod serve;
-pub mod shared;
-pub mod shutdown;
-pub mod spawn;
-pub mod transport;
-pub mod unit;
-pub mod usage;
-pub mod watchdog;
-pub mod worker;
+mod bus;
+mod cli;
+mod commands;
+mod conn;
+mod metrics;
+mod node;
+mod pool;
+mod shutdown;
+mod signals;
+mod sockets;
+mod systemd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing::level_filters::LevelFilter;
+
+use cli::{Cli, Command};
+use commands::{control, manual, serve, unit};
+use conn::shared::exec_listen;
+use systemd::journal;
+
+/// The `sockherd` binary: parse the command line, set up logging, run.
+///
+/// Every command runs on one single-threaded tokio runtime: the manager is one
+/// event loop (no locks on the connection path, a few MiB of memory), and the
+/// control commands need no more.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        // Bad input is one line naming the problem, as for every other error.
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("sockherd: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sockherd: cannot start the event loop: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            let prepared = match serve::prepare(&args) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    eprintln!("sockherd: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let level = if args.verbose {
+                LevelFilter::DEBUG
+            } else {
+                LevelFilter::INFO
+            };
+            if let Some(warning) = journal::init(args.log, prepared.app(), level) {
+                tracing::warn!("{warning}");
+            }
+            serve::run(prepared, &runtime)
+        }
+        Command::Control(command) => control::run(command, &runtime),
+        Command::ExecListen(args) => exec_listen(args.command),
+        Command::Unit(args) => unit::run(&args),
+        Command::Completions(args) => manual::completions(&args),
+        Command::Manpage(args) => manual::manpages(&args),
+    }
+}
+
+/// The decoders a peer or a user can reach, exposed for the property tests
+/// (`tests/hostile_input.rs`) and the fuzz targets (`fuzz/`). Not an API.
+#[doc(hidden)]
+pub mod decoders {
+    /// `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`.
+    pub mod activation {
+        pub use crate::sockets::activation::{parse, Passed};
+    }
+    /// A native worker's messages.
+    pub mod notice {
+        pub use crate::conn::channel::MAX_MESSAGE;
+        pub use crate::conn::notice::{parse_notice, Notice};
+    }
+    /// The config file, and the values flags share with it.
+    pub mod config {
+        pub use crate::cli::config::parse;
+        pub use crate::cli::values::{parse_duration, parse_size};
+    }
+    /// Node's IPC framing and its `listen()` requests.
+    pub mod node {
+        pub use crate::node::listen::{describe, key, resolve, Answer};
+        pub use crate::node::wire::{internal_cmd, shown, Lines, MAX_MESSAGE};
+    }
+    pub use crate::bus::plan::bus_name;
+    pub use crate::sockets::listener::Local;
+}

@@ -18,49 +18,16 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::conn::dispatch::Dispatcher;
+use crate::conn::stats::Stats;
+use crate::pool::report::{Event, Handle, Request, Snapshot, Status, WorkerInfo};
+use crate::pool::usage::{self, Usage};
+use crate::shutdown::Token;
+use crate::sockets::listener::Listener;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
-
-use crate::dispatch::Dispatcher;
-use crate::listener::Listener;
-use crate::report::{Event, Handle, Request, WorkerInfo};
-
-/// Upper bounds of the dispatch latency histogram's buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
-];
 
 /// How long a scraper may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Counters kept on the connection path.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Per bucket of [`BUCKETS`], then +Inf: connections whose time from
-    /// accept to hand-over fell in it.
-    latency: [Cell<u64>; BUCKETS.len() + 1],
-    /// Sum of those times, for the histogram's `_sum`.
-    latency_sum: Cell<f64>,
-    /// `accept()` failures other than a client giving up.
-    accept_errors: Cell<u64>,
-}
-
-impl Stats {
-    /// A connection was handed to a worker `waited` after it was accepted.
-    pub fn dispatched(&self, waited: Duration) {
-        let seconds = waited.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(BUCKETS.len());
-        self.latency[bucket].set(self.latency[bucket].get() + 1);
-        self.latency_sum.set(self.latency_sum.get() + seconds);
-    }
-
-    pub fn accept_error(&self) {
-        self.accept_errors.set(self.accept_errors.get() + 1);
-    }
-}
 
 /// Counters of pool events, kept by the metrics task from the event stream.
 #[derive(Debug, Default)]
@@ -69,12 +36,12 @@ struct Tallies {
     reloads_failed: Cell<u64>,
 }
 
-/// Serves scrapes on `listener` until `stop` turns true.
-pub async fn serve(
+/// Serves scrapes on `listener` until `stop` is requested.
+pub(crate) async fn serve(
     listener: Listener,
     dispatcher: Rc<Dispatcher>,
     pool: Handle,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Token,
 ) {
     let tallies = Rc::new(Tallies::default());
     let mut events = pool.events.subscribe();
@@ -104,7 +71,7 @@ pub async fn serve(
     tracing::info!("metrics on http://{}/metrics", listener.local);
     loop {
         let conn = tokio::select! {
-            _ = stop.changed() => break,
+            _ = stop.requested() => break,
             conn = accepting.accept() => conn,
         };
         match conn {
@@ -186,7 +153,13 @@ async fn answer(
             .write_all(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
             .await;
     }
-    let status = pool.ask(Request::Status).await.ok();
+    let status = match pool.ask(Request::Status).await {
+        Ok(status) => {
+            let usage = usage::sample(status.workers.iter().map(|w| w.pid).collect()).await;
+            Some((status, usage))
+        }
+        Err(_) => None,
+    };
     let body = render(stats, &pool.snapshot.borrow(), status.as_ref(), tallies);
     let response = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -197,8 +170,8 @@ async fn answer(
 
 fn render(
     stats: &Stats,
-    snapshot: &crate::report::Snapshot,
-    status: Option<&crate::report::Status>,
+    snapshot: &Snapshot,
+    status: Option<&(Status, Vec<Option<Usage>>)>,
     tallies: &Tallies,
 ) -> String {
     let mut out = String::with_capacity(4096);
@@ -238,7 +211,7 @@ fn render(
             "accept_errors_total",
             "counter",
             "accept() failures (out of descriptors, memory, ...).",
-            stats.accept_errors.get(),
+            stats.accept_errors(),
         ),
     ];
     for (name, kind, help, value) in pool {
@@ -281,26 +254,18 @@ fn render(
         "Time from accept() to hand-over to a worker.",
     );
     let mut cumulative = 0;
-    for (bound, count) in BUCKETS.iter().zip(&stats.latency) {
-        cumulative += count.get();
+    for (bound, count) in stats.latency() {
+        cumulative += count;
+        let bound = bound.map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
         let _ = writeln!(
             out,
             "sockherd_{name}_bucket{{{app},le=\"{bound}\"}} {cumulative}"
         );
     }
-    cumulative += stats.latency[BUCKETS.len()].get();
-    let _ = writeln!(
-        out,
-        "sockherd_{name}_bucket{{{app},le=\"+Inf\"}} {cumulative}"
-    );
-    let _ = writeln!(
-        out,
-        "sockherd_{name}_sum{{{app}}} {}",
-        stats.latency_sum.get()
-    );
+    let _ = writeln!(out, "sockherd_{name}_sum{{{app}}} {}", stats.latency_sum());
     let _ = writeln!(out, "sockherd_{name}_count{{{app}}} {cumulative}");
 
-    let Some(status) = status else {
+    let Some((status, usage)) = status else {
         return out;
     };
     header(
@@ -314,48 +279,48 @@ fn render(
         "sockherd_connections_total{{{app}}} {}",
         status.connections
     );
-    type Value = fn(&WorkerInfo) -> String;
+    type Value = fn(&WorkerInfo, Option<&Usage>) -> String;
     let per_worker: [(&str, &str, &str, Value); 5] = [
         (
             "worker_connections_total",
             "counter",
             "Connections handed to this worker process.",
-            |w| w.connections.to_string(),
+            |w, _| w.connections.to_string(),
         ),
         (
             "worker_connections_open",
             "gauge",
             "Connections handed to this worker process and not reported closed yet.",
-            |w| w.open.to_string(),
+            |w, _| w.open.to_string(),
         ),
         (
             "worker_restarts_total",
             "counter",
             "Restarts of this worker slot.",
-            |w| w.restarts.to_string(),
+            |w, _| w.restarts.to_string(),
         ),
         (
             "worker_rss_bytes",
             "gauge",
             "Resident memory of this worker process.",
-            |w| w.rss_bytes.to_string(),
+            |_, u| u.map_or(0, |u| u.rss_bytes).to_string(),
         ),
         (
             "worker_cpu_seconds_total",
             "counter",
             "CPU time (user + system) of this worker process.",
-            |w| (w.cpu_usec as f64 / 1e6).to_string(),
+            |_, u| (u.map_or(0, |u| u.cpu_usec) as f64 / 1e6).to_string(),
         ),
     ];
     for (name, kind, help, value) in per_worker {
         header(&mut out, name, kind, help);
-        for w in &status.workers {
+        for (w, u) in status.workers.iter().zip(usage) {
             let _ = writeln!(
                 out,
                 "sockherd_{name}{{{app},worker=\"{}\",pid=\"{}\"}} {}",
                 w.id,
                 w.pid,
-                value(w)
+                value(w, u.as_ref())
             );
         }
     }

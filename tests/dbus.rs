@@ -251,7 +251,7 @@ impl<'a> Setup<'a> {
         let manager = Manager {
             child,
             port,
-            name: sockherd::bus::bus_name(self.app),
+            name: sockherd::decoders::bus_name(self.app),
             address: daemon.address.clone(),
             log,
         };

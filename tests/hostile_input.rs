@@ -121,7 +121,7 @@ proptest! {
 }
 
 fn channel_limit_range() -> std::ops::RangeInclusive<usize> {
-    sockherd::channel::MAX_MESSAGE - 3..=sockherd::channel::MAX_MESSAGE + 3
+    sockherd::decoders::notice::MAX_MESSAGE - 3..=sockherd::decoders::notice::MAX_MESSAGE + 3
 }
 
 // ---------------------------------------------------------------------------
@@ -293,7 +293,7 @@ proptest! {
 }
 
 fn wire_limit_range() -> std::ops::RangeInclusive<usize> {
-    sockherd::node::wire::MAX_MESSAGE - 2..=sockherd::node::wire::MAX_MESSAGE + 2
+    sockherd::decoders::node::MAX_MESSAGE - 2..=sockherd::decoders::node::MAX_MESSAGE + 2
 }
 
 // ---------------------------------------------------------------------------
@@ -458,11 +458,11 @@ proptest! {
         unique.dedup();
         let valid = lines.iter().all(|(_, ok)| *ok) && unique.len() == keys.len();
         prop_assert_eq!(
-            sockherd::config::parse(&text).is_ok(),
+            sockherd::decoders::config::parse(&text).is_ok(),
             valid,
             "{:?}: {:?}",
             text,
-            sockherd::config::parse(&text)
+            sockherd::decoders::config::parse(&text)
         );
     }
 
@@ -582,7 +582,7 @@ proptest! {
     ) {
         let pid = with_pid.then(|| ours.to_string());
         let list = names.join(":");
-        let parsed = sockherd::activation::parse(
+        let parsed = sockherd::decoders::activation::parse(
             pid.as_deref(),
             Some(&names.len().to_string()),
             Some(&list),
@@ -590,7 +590,7 @@ proptest! {
         );
         prop_assert_eq!(
             parsed,
-            Ok(Some(sockherd::activation::Passed { names: names.clone() }))
+            Ok(Some(sockherd::decoders::activation::Passed { names: names.clone() }))
         );
         check_activation(pid.as_deref(), Some(&names.len().to_string()), Some(&list), ours);
     }

@@ -39,16 +39,16 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::spawn_local;
 use tokio::time::{sleep, sleep_until};
 
+use super::app::{App, Mode};
 use super::listen::{self, Answer};
 use super::wire::{self, Lines};
-use super::{App, Mode};
-use crate::channel::{Garbage, Notice};
-use crate::dispatch::Socket;
-use crate::listener::Local;
-use crate::transport::{Peer, Refused};
+use crate::conn::notice::{Garbage, Notice};
+use crate::conn::peer::{Peer, Refused};
+use crate::conn::socket::Socket;
+use crate::sockets::listener::Local;
 
 /// Replies queued for a worker that does not read them; past this it is broken.
-pub const MAX_OUTPUT: usize = 1 << 20;
+pub(super) const MAX_OUTPUT: usize = 1 << 20;
 
 /// Bytes read from the channel at a time (what libuv reads with, too).
 const READ_SIZE: usize = 64 * 1024;
@@ -72,7 +72,7 @@ const SETTLE_POLL: Duration = Duration::from_millis(10);
 const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// The manager's end of one Node.js worker's IPC channel.
-pub struct Link {
+pub(crate) struct Link {
     /// The channel: our end of the worker's stream socketpair.
     fd: AsyncFd<OwnedFd>,
     /// How this app's workers are driven, and what they share.
@@ -170,7 +170,7 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
-    pub fn new(
+    pub(crate) fn new(
         app: Rc<App>,
         fd: OwnedFd,
         peer: Peer,
@@ -213,7 +213,7 @@ impl Link {
     /// Offers a connection accepted on `socket`. Never waits: a worker that
     /// does not listen on that socket, or still has a connection in flight,
     /// gives it back at once.
-    pub fn offer(&self, conn: OwnedFd, socket: &Socket) -> Result<(), (OwnedFd, Refused)> {
+    pub(crate) fn offer(&self, conn: OwnedFd, socket: &Socket) -> Result<(), (OwnedFd, Refused)> {
         let mut st = self.state.borrow_mut();
         if st.dead {
             return Err((conn, Refused::Gone));
@@ -265,7 +265,7 @@ impl Link {
     /// `disconnect` (the app closes its servers, finishes its connections and
     /// exits) or, for a plain IPC child, the end of its channel; SIGTERM if it
     /// is still running a while later. The pool SIGKILLs at the kill timeout.
-    pub fn ask_to_stop(link: &Rc<Link>) {
+    pub(crate) fn ask_to_stop(link: &Rc<Link>) {
         {
             let mut st = link.state.borrow_mut();
             if st.stop_requested {
@@ -278,7 +278,7 @@ impl Link {
 
     /// The next thing the pool needs to hear: ready, stopping, a protocol
     /// error, or `None` once the worker closed its channel.
-    pub async fn recv(&self) -> io::Result<Option<Result<Notice, Garbage>>> {
+    pub(crate) async fn recv(&self) -> io::Result<Option<Result<Notice, Garbage>>> {
         loop {
             let wants_write = {
                 let mut st = self.state.borrow_mut();

@@ -28,13 +28,13 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::listener::Local;
+use crate::sockets::listener::Local;
 
 /// Linux errno values, negated as libuv reports them to Node.
-pub const EBADF: i32 = -9;
-pub const EINVAL: i32 = -22;
-pub const ENOTSUP: i32 = -95;
-pub const EADDRNOTAVAIL: i32 = -99;
+pub(crate) const EBADF: i32 = -9;
+pub(crate) const EINVAL: i32 = -22;
+pub(crate) const ENOTSUP: i32 = -95;
+pub(crate) const EADDRNOTAVAIL: i32 = -99;
 
 /// The first fd systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: i64 = 3;
@@ -231,7 +231,7 @@ fn sockname(local: &Local) -> Option<Value> {
 }
 
 /// The name libuv gives a negated errno, for logs.
-pub fn errno_name(errno: i32) -> &'static str {
+pub(crate) fn errno_name(errno: i32) -> &'static str {
     match errno {
         EBADF => "EBADF",
         EINVAL => "EINVAL",

@@ -82,14 +82,14 @@ fn parse(line: &[u8]) -> Result<Value, String> {
 }
 
 /// One message as a line to send.
-pub fn line(message: &Value) -> Vec<u8> {
+pub(crate) fn line(message: &Value) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(message).unwrap_or_else(|_| b"null".to_vec());
     bytes.push(b'\n');
     bytes
 }
 
 /// The answer to a handle the worker sent: we got the fd (`ACK`) or not (`NACK`).
-pub fn handle_ack(received: bool) -> Vec<u8> {
+pub(crate) fn handle_ack(received: bool) -> Vec<u8> {
     let cmd = if received {
         "NODE_HANDLE_ACK"
     } else {
@@ -99,7 +99,7 @@ pub fn handle_ack(received: bool) -> Vec<u8> {
 }
 
 /// A cluster message from the primary: `{"cmd":"NODE_CLUSTER", …fields, "seq":seq}`.
-pub fn cluster(mut fields: serde_json::Map<String, Value>, seq: u64) -> Vec<u8> {
+pub(crate) fn cluster(mut fields: serde_json::Map<String, Value>, seq: u64) -> Vec<u8> {
     let mut message = serde_json::Map::new();
     message.insert("cmd".into(), "NODE_CLUSTER".into());
     message.append(&mut fields);
@@ -109,7 +109,7 @@ pub fn cluster(mut fields: serde_json::Map<String, Value>, seq: u64) -> Vec<u8> 
 
 /// A new connection for the server `key` (already JSON-encoded); its fd
 /// rides on the same `sendmsg`.
-pub fn newconn(key_json: &str, seq: u64) -> Vec<u8> {
+pub(crate) fn newconn(key_json: &str, seq: u64) -> Vec<u8> {
     format!(
         "{{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{{\"cmd\":\"NODE_CLUSTER\",\"act\":\"newconn\",\"key\":{key_json},\"seq\":{seq}}}}}\n"
     )
@@ -118,12 +118,12 @@ pub fn newconn(key_json: &str, seq: u64) -> Vec<u8> {
 
 /// A connection for a plain IPC child, as `child.send('socket', socket)` puts
 /// it, minus the `key` that would make the child count sockets for us.
-pub fn socket_handle() -> &'static [u8] {
+pub(crate) fn socket_handle() -> &'static [u8] {
     b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":\"socket\"}\n"
 }
 
 /// PM2's graceful-stop message.
-pub fn shutdown() -> &'static [u8] {
+pub(crate) fn shutdown() -> &'static [u8] {
     b"\"shutdown\"\n"
 }
 

@@ -5,36 +5,9 @@
 //! keeps serving, so a reload to broken code never removes the last serving
 //! generation.
 
-use std::collections::VecDeque;
-
-use crate::report::{Event, Reply, RequestError};
-use crate::worker::SlotState;
-
-use super::Pool;
-
-/// Why a new worker is being started next to an old one.
-pub(super) enum Purpose {
-    Reload,
-    Restart(Reply<()>),
-    /// The old worker grew past `--max-memory`.
-    Memory,
-}
-
-/// A new worker standing in for slot `id`'s current one once it is ready.
-pub(super) struct Replacement {
-    pub(super) id: u32,
-    pub(super) new: u64,
-    pub(super) purpose: Purpose,
-}
-
-/// A rolling reload under way.
-pub(super) struct Reload {
-    /// Slots still to be replaced, in order.
-    pub(super) queue: VecDeque<u32>,
-    /// The generation being rolled out.
-    pub(super) generation: u32,
-    pub(super) reply: Option<Reply<u32>>,
-}
+use super::report::{Event, Reply, RequestError};
+use super::state::{Pool, Purpose, Reload, Replacement};
+use super::worker::SlotState;
 
 impl Pool {
     pub(super) fn begin_reload(&mut self, reply: Reply<u32>) {

@@ -2,21 +2,11 @@
 //! the highest ids first and answers once they are gone. Both go through the
 //! same paths as every other start and drain.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
-use crate::report::{Reply, RequestError};
-use crate::worker::{Slot, SlotState, State};
-
-use super::Pool;
-
-/// A `Scale` call waiting for its outcome.
-pub(super) struct ScaleWait {
-    /// Scale up: these slots must become ready. Scale down: these workers must exit.
-    pub(super) slots: Vec<u32>,
-    pub(super) draining: Vec<u64>,
-    pub(super) target: u32,
-    pub(super) reply: Reply<u32>,
-}
+use super::report::{Reply, RequestError};
+use super::state::{Pool, ScaleWait};
+use super::worker::{Slot, SlotState, State};
 
 impl Pool {
     pub(super) fn scale(&mut self, count: u32, reply: Reply<u32>) {

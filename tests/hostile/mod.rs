@@ -14,12 +14,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use sockherd::activation::{self, Passed};
-use sockherd::channel::{self, Notice};
-use sockherd::config;
-use sockherd::listener::Local;
-use sockherd::node::listen::{self, Answer};
-use sockherd::node::wire::{self, Lines};
+use sockherd::decoders::activation::{self, Passed};
+use sockherd::decoders::node::{self as listen, self as wire, Answer, Lines};
+use sockherd::decoders::notice::{self as channel, Notice};
+use sockherd::decoders::{config, Local};
 
 /// One native channel message from a worker: `parse_notice` accepts exactly
 /// what `docs/protocol.md` allows and reports exactly what it says.
@@ -182,7 +180,7 @@ pub fn check_units(text: &str) {
     if let Ok(bytes) = config::parse_size(text) {
         assert!(bytes > 0, "{text:?}");
     }
-    let _ = sockherd::cli::parse_duration(text);
+    let _ = config::parse_duration(text);
 }
 
 /// The three activation variables (absent, or any text) as the environment

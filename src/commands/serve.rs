@@ -1,0 +1,393 @@
+//! `sockherd serve`: wires the path of a connection together and runs it.
+//!
+//! listening sockets ([`crate::sockets`]) → one accept loop each
+//! ([`crate::conn::accept`]) → the [`Dispatcher`] → workers started and kept
+//! by the [`Pool`]. Beside it: what systemd hears ([`crate::systemd`]), the
+//! D-Bus service ([`crate::bus`]), metrics ([`crate::metrics`]) and the
+//! signal handlers ([`crate::signals`]).
+//!
+//! The way out is told once, in [`serve`], in two stages ([`Shutdown`]):
+//! SIGTERM or SIGINT asks the *serving* stage to stop — the accept loops stop
+//! accepting (new connections wait in the kernel's queue, or systemd's) and
+//! the pool drains its workers — and when the pool is done, the *reporting*
+//! stage stops: the last status goes to systemd, the watchdog falls silent and
+//! the D-Bus name is released. Each stage waits for every one of its tasks.
+//! If every slot gave up, the pool ends by itself and the same two stages run.
+//!
+//! Under `--policy none` the middle drops out: the sockets go to the workers
+//! ([`crate::conn::shared`]) and no accept loop runs. A socket named `metrics`
+//! is never a dispatch socket nor passed to workers, whatever the policy.
+
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use tokio::sync::mpsc;
+use tokio::task::{spawn_local, LocalSet};
+
+use crate::bus;
+use crate::cli::config;
+use crate::cli::serve::Serve;
+use crate::conn::accept;
+use crate::conn::dispatch::Dispatcher;
+use crate::conn::policy::Policy;
+use crate::conn::shared::Shared;
+use crate::conn::transport::Protocol;
+use crate::metrics;
+use crate::node;
+use crate::pool::backoff::Limit;
+use crate::pool::launch::Processes;
+use crate::pool::report::Handle;
+use crate::pool::spawn::{self, Spec};
+use crate::pool::{Outcome, Pool, Reconfigure, Settings, REAP_GRACE};
+use crate::shutdown::Shutdown;
+use crate::signals::Signals;
+use crate::sockets::activation;
+use crate::sockets::listener::Listener;
+use crate::systemd::notify::Notifier;
+use crate::systemd::{status, watchdog};
+
+/// The name of the socket that serves metrics instead of being dispatched.
+const METRICS: &str = "metrics";
+
+/// Everything checked before anything starts, so bad input is one clear line.
+pub(crate) struct Prepared {
+    /// The sockets the manager accepts on (none under `--policy none`).
+    listeners: Vec<Listener>,
+    /// Under `--policy none`: the sockets the workers accept on themselves.
+    shared: Option<Rc<Shared>>,
+    /// Where metrics are served, if anywhere.
+    metrics: Option<Listener>,
+    spec: Spec,
+    settings: Settings,
+    /// Re-reads the config file for a reload, when one is used.
+    reconfigure: Option<Reconfigure>,
+    /// Where the control interface goes.
+    bus: bus::plan::Plan,
+    /// What systemd is told needs to know: when the service counts as
+    /// ready, and how long starts, reloads and drains may take.
+    notify: status::Settings,
+}
+
+/// Validates the command line (and config file) and takes the sockets.
+/// Errors are one line each.
+pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
+    let (spec, settings) = configure(args, None)?;
+    let passed = activation::take().map_err(|e| format!("socket activation: {e}"))?;
+    let listeners =
+        match (passed, args.listen.is_empty()) {
+            (Some(_), false) => return Err(
+                "systemd passed listening sockets and --listen was given too; use one or the other"
+                    .into(),
+            ),
+            (Some(passed), true) => passed,
+            (None, false) => args
+                .listen
+                .iter()
+                .map(Listener::bind)
+                .collect::<Result<Vec<_>, _>>()?,
+            (None, true) => return Err(
+                "no listening sockets: run under systemd socket activation or give --listen ADDR"
+                    .into(),
+            ),
+        };
+    // A socket named `metrics` serves metrics and is never dispatched.
+    let (mut metrics, listeners): (Vec<_>, Vec<_>) =
+        listeners.into_iter().partition(|l| l.name == METRICS);
+    if metrics.len() > 1 {
+        return Err("systemd passed more than one socket named `metrics`".into());
+    }
+    let metrics = match (metrics.pop(), &args.metrics) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "systemd passed a socket named `metrics` and --metrics was given too".into(),
+            )
+        }
+        (Some(passed), None) => Some(passed),
+        (None, Some(addr)) => Some(Listener::bind(&addr.clone().named(METRICS))?),
+        (None, None) => None,
+    };
+    if listeners.is_empty() {
+        return Err("the only socket is the metrics socket: nothing to dispatch".into());
+    }
+    let min_ready = args.min_ready.unwrap_or(settings.workers);
+    if min_ready == 0 || min_ready > settings.workers {
+        return Err(format!(
+            "--min-ready {min_ready} must be between 1 and the worker count ({})",
+            settings.workers
+        ));
+    }
+    let notify = status::Settings {
+        min_ready,
+        ready_timeout: settings.ready_timeout,
+        drain_timeout: settings.kill_timeout + REAP_GRACE,
+        max_restarts: settings.limit.max_restarts,
+    };
+    let (listeners, shared) = if settings.policy.dispatches() {
+        (listeners, None)
+    } else {
+        let shared = Shared::new(listeners).map_err(|e| format!("--policy none: {e}"))?;
+        (Vec::new(), Some(Rc::new(shared)))
+    };
+    let mut spec = spec;
+    share(&mut spec, &settings, shared.as_ref())?;
+    let bus = bus::plan::plan(&args.bus, &spec.app)?;
+    let reconfigure = args.config.as_ref().map(|_| {
+        let args = args.clone();
+        let app = spec.app.clone();
+        let shared = shared.clone();
+        Box::new(move || {
+            let (mut spec, settings) = configure(&args, Some(&app))?;
+            share(&mut spec, &settings, shared.as_ref())?;
+            Ok((spec, settings))
+        }) as Reconfigure
+    });
+    Ok(Prepared {
+        bus,
+        notify,
+        listeners,
+        shared,
+        metrics,
+        spec,
+        settings,
+        reconfigure,
+    })
+}
+
+/// Makes the workers of a `--policy none` app share the sockets, and refuses
+/// what cannot be: Node.js workers (their `listen()` is answered over the
+/// cluster channel), and a reload that moves the manager into or out of the
+/// connection path (`shared` is what the manager started with).
+fn share(spec: &mut Spec, settings: &Settings, shared: Option<&Rc<Shared>>) -> Result<(), String> {
+    match (settings.policy.dispatches(), shared) {
+        (true, None) => Ok(()),
+        (false, Some(shared)) => match spec.protocol {
+            Protocol::Node(_) => Err(
+                "--policy none runs socket-activated servers that accept by themselves; \
+                 Node.js workers need a dispatching policy (rr, least-conn or ip-hash)"
+                    .into(),
+            ),
+            _ => {
+                spec.protocol = Protocol::Shared(Rc::clone(shared));
+                Ok(())
+            }
+        },
+        (_, shared) => Err(format!(
+            "policy {} cannot take effect on reload: moving between none and the \
+             dispatching policies needs a restart (the manager started with {})",
+            settings.policy,
+            if shared.is_some() {
+                "none"
+            } else {
+                "a dispatching policy"
+            }
+        )),
+    }
+}
+
+/// Flags, then the config file over them: what to run and how. `app` is the
+/// name fixed at start (a reload cannot rename the app).
+fn configure(args: &Serve, app: Option<&str>) -> Result<(Spec, Settings), String> {
+    let file = match &args.config {
+        Some(path) => config::load(path)?,
+        None => config::Overrides::default(),
+    };
+    let command = file.command.clone().unwrap_or_else(|| args.command.clone());
+    let (given, rest) = command
+        .split_first()
+        .ok_or("no worker command: give it after -- (or as `command` in --config)")?;
+    let program = spawn::resolve(given)?;
+    let kill_timeout = file.kill_timeout.unwrap_or(args.kill_timeout);
+    let protocol = match node::mode(args.node.protocol, given, &program) {
+        Some(mode) => Protocol::Node(Rc::new(node::App::new(
+            mode,
+            args.node.wait_ready,
+            args.node.shutdown_message,
+            kill_timeout,
+        ))),
+        None if args.node.wait_ready || args.node.shutdown_message => return Err(
+            "--wait-ready and --shutdown-message apply to Node.js workers only (see --protocol)"
+                .into(),
+        ),
+        None => Protocol::Native,
+    };
+    let app = match (app, &args.name) {
+        (Some(app), _) => app.to_owned(),
+        (None, Some(name)) => name.clone(),
+        (None, None) => program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "app".into()),
+    };
+    let workers = match file.workers.unwrap_or(args.workers) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        n => n,
+    };
+    let max_workers = file.max_workers.unwrap_or(args.max_workers);
+    if workers > max_workers {
+        return Err(format!(
+            "{workers} workers is more than --max-workers {max_workers}"
+        ));
+    }
+    let reload_batch = file.reload_batch.unwrap_or(args.reload_batch);
+    if reload_batch == 0 {
+        return Err("--reload-batch must be at least 1".into());
+    }
+    let heartbeat_timeout = file.heartbeat_timeout.or(args.heartbeat_timeout);
+    Ok((
+        Spec {
+            app,
+            program,
+            args: rest.to_vec(),
+            heartbeat_interval: heartbeat_timeout.map(|t| t / 2),
+            protocol,
+        },
+        Settings {
+            workers,
+            max_workers,
+            ready_timeout: file.ready_timeout.unwrap_or(args.ready_timeout),
+            kill_timeout,
+            limit: Limit {
+                max_restarts: file.max_restarts.unwrap_or(args.max_restarts),
+                window: file.restart_window.unwrap_or(args.restart_window),
+            },
+            reload_batch,
+            policy: file.policy.unwrap_or(args.policy),
+            heartbeat_timeout,
+            max_memory: file.max_memory.or(args.max_memory),
+        },
+    ))
+}
+
+impl Prepared {
+    pub(crate) fn app(&self) -> &str {
+        &self.spec.app
+    }
+}
+
+/// Runs the cluster until it is told to stop.
+pub(crate) fn run(prepared: Prepared, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    LocalSet::new().block_on(runtime, serve(prepared))
+}
+
+/// The manager's life, from the first accept to the exit status.
+async fn serve(prepared: Prepared) -> ExitCode {
+    let Prepared {
+        listeners,
+        shared,
+        metrics,
+        spec,
+        settings,
+        reconfigure,
+        bus,
+        notify,
+    } = prepared;
+    for listener in &listeners {
+        tracing::info!(
+            socket = %listener.local,
+            name = %listener.name,
+            "listening on {} ({})",
+            listener.local,
+            listener.name
+        );
+    }
+    for listener in shared.iter().flat_map(|s| s.listeners()) {
+        tracing::info!(
+            socket = %listener.local,
+            name = %listener.name,
+            "listening on {} ({}), shared with the workers: they accept by themselves",
+            listener.local,
+            listener.name
+        );
+    }
+    drop(shared);
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (broken_tx, broken_rx) = mpsc::unbounded_channel();
+    let dispatcher = Rc::new(Dispatcher::new(broken_tx));
+    dispatcher.set_policy(settings.policy);
+    if settings.policy == Policy::LeastConn && matches!(spec.protocol, Protocol::Node(_)) {
+        tracing::warn!(
+            "least-conn with Node.js workers counts hand-offs, not open connections: \
+             Node's cluster protocol does not report closes (see docs/policies.md)"
+        );
+    }
+    tracing::info!(
+        event = "starting",
+        "starting {} workers ({} protocol, policy {}): {}",
+        settings.workers,
+        spec.protocol.name(),
+        settings.policy,
+        spec.program.display()
+    );
+    let (pool, handle) = Pool::new(
+        spec,
+        settings,
+        reconfigure,
+        Rc::clone(&dispatcher),
+        broken_rx,
+        Box::new(Processes),
+    );
+
+    // What serves stops first; what reports on it stops once it has.
+    let serving = Shutdown::new();
+    let reporting = Shutdown::new();
+    spawn_local(signals.listen(serving.trigger(), handle.clone(), reporting.token()));
+    spawn_local(bus::service::serve(bus, handle.clone(), reporting.token()));
+    tell_systemd(&handle, notify, &reporting);
+    for listener in listeners {
+        accept::spawn(listener, Rc::clone(&dispatcher), serving.token());
+    }
+    if let Some(listener) = metrics {
+        spawn_local(metrics::serve(
+            listener,
+            Rc::clone(&dispatcher),
+            handle.clone(),
+            serving.token(),
+        ));
+    }
+    let outcome = spawn_local(pool.run(serving.token())).await;
+    serving.shutdown().await;
+    drop(handle);
+    reporting.shutdown().await;
+    match outcome {
+        Ok(Outcome::Stopped) => ExitCode::SUCCESS,
+        Ok(Outcome::AllGaveUp) => {
+            tracing::error!(event = "gave-up", "every worker gave up; exiting");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!("the pool failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts telling systemd about the pool, if systemd listens (`NOTIFY_SOCKET`),
+/// and the watchdog heartbeat, if systemd asked for one (`WATCHDOG_USEC`).
+fn tell_systemd(pool: &Handle, settings: status::Settings, stage: &Shutdown) {
+    let interval = watchdog::from_env();
+    let Some(notifier) = Notifier::from_env() else {
+        if interval.is_some() {
+            tracing::warn!(
+                event = "watchdog-unavailable",
+                "WATCHDOG_USEC is set but there is no usable NOTIFY_SOCKET; no watchdog heartbeats"
+            );
+        }
+        return;
+    };
+    let notifier = Rc::new(notifier);
+    if let Some(interval) = interval {
+        spawn_local(watchdog::run(
+            pool.clone(),
+            Rc::clone(&notifier),
+            interval,
+            stage.token(),
+        ));
+    }
+    spawn_local(status::run(pool.clone(), notifier, settings, stage.token()));
+}

@@ -1,0 +1,175 @@
+//! The accept loop: one task per listening socket, from `accept()` to dispatch.
+//!
+//! Each loop accepts as many connections as the kernel has queued, hands each to
+//! the [`Dispatcher`], and closes its own copy. Accepted sockets are
+//! close-on-exec (no worker inherits another's connection by accident) and
+//! blocking: what a worker gets is what its own `accept()` would have given it.
+//!
+//! Backpressure lives here. When no worker is ready, the loop holds the one
+//! connection it has and stops calling `accept()`: the kernel's backlog (or
+//! systemd's, for an activated socket) holds the rest, and nothing is refused
+//! while the queue has room. It resumes as soon as a worker joins the ring.
+//!
+//! Connections a worker hands back undelivered (a Node.js app refused one, or
+//! died holding it) come back to the loop of the socket they were accepted on,
+//! and go out again before anything new is accepted.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{accept4, SockFlag};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+use tokio::task::{spawn_local, JoinHandle};
+use tokio::time::sleep;
+
+use super::dispatch::{Dispatcher, Stall};
+use super::socket::Socket;
+use crate::shutdown::Token;
+use crate::sockets::listener::Listener;
+
+/// Connections accepted in one go before yielding to other tasks, so a busy
+/// socket cannot starve the pool's event handling.
+const BATCH: usize = 64;
+
+/// How long to back off when the process or system is out of descriptors or memory.
+const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// When every ready worker's channel is full, how often to try again
+/// (a worker joining the ring also wakes us).
+const BUSY_RETRY: Duration = Duration::from_millis(2);
+
+/// Under ip-hash, how long a connection waits for its client's worker while
+/// that worker is busy before it goes to the client's next choice: sticky
+/// through a burst, but one stuck worker cannot hold up the whole socket.
+const STICKY_PATIENCE: Duration = Duration::from_millis(50);
+
+/// Registers `listener` with the dispatcher (so workers can ask for it from
+/// the start) and runs its accept loop until `stop` is requested.
+pub(crate) fn spawn(
+    listener: Listener,
+    dispatcher: Rc<Dispatcher>,
+    stop: Token,
+) -> JoinHandle<io::Result<()>> {
+    let (socket, returned) = dispatcher.add_socket(&listener.name, listener.local.clone());
+    spawn_local(run(Rc::new(listener), socket, returned, dispatcher, stop))
+}
+
+/// Runs until `stop` is requested. The listening socket is never shut down; it is
+/// only closed when the manager is done with it (systemd keeps its own copy).
+async fn run(
+    listener: Rc<Listener>,
+    socket: Rc<Socket>,
+    mut returned: mpsc::UnboundedReceiver<OwnedFd>,
+    dispatcher: Rc<Dispatcher>,
+    mut stop: Token,
+) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        listener.fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    // SAFETY: `listener` owns the fd and outlives `fd`, which is dropped first
+    // when this function returns.
+    let fd = unsafe { AsyncFd::register(listener.fd.as_raw_fd()) }.map_err(std::io::Error::from)?;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.requested() => return Ok(()),
+            Some(conn) = returned.recv() => {
+                if !hand_over(conn, &socket, &dispatcher, &mut stop).await {
+                    return Ok(());
+                }
+            }
+            guard = fd.readable() => {
+                let mut guard = guard?;
+                let mut queue_left = true;
+                for _ in 0..BATCH {
+                    match accept4(listener.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                        Ok(raw) => {
+                            // SAFETY: accept4 just returned this fd; nothing else owns it.
+                            let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+                            let accepted = Instant::now();
+                            if !hand_over(conn, &socket, &dispatcher, &mut stop).await {
+                                return Ok(());
+                            }
+                            dispatcher.stats.dispatched(accepted.elapsed());
+                        }
+                        Err(Errno::EAGAIN) => {
+                            guard.clear_ready();
+                            queue_left = false;
+                            break;
+                        }
+                        // The client gave up while queued, or a signal: next one.
+                        Err(Errno::ECONNABORTED | Errno::EPROTO | Errno::EINTR) => {}
+                        Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                            dispatcher.stats.accept_error();
+                            tracing::warn!(
+                                event = "accept-backoff",
+                                socket = %listener.local,
+                                "cannot accept on {}: {}; pausing {} ms",
+                                listener.local, e.desc(), RESOURCE_BACKOFF.as_millis()
+                            );
+                            sleep(RESOURCE_BACKOFF).await;
+                            break;
+                        }
+                        Err(e) => {
+                            dispatcher.stats.accept_error();
+                            tracing::error!(socket = %listener.local, "accept on {} failed: {}", listener.local, e.desc());
+                            sleep(RESOURCE_BACKOFF).await;
+                            break;
+                        }
+                    }
+                }
+                if queue_left {
+                    // A full batch: let the pool's events in before the next one.
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+}
+
+/// Delivers one accepted connection, waiting (without accepting more) until a
+/// worker can take it. Returns false if the manager is stopping meanwhile; the
+/// connection is then closed, which the client sees as a reset.
+async fn hand_over(
+    conn: OwnedFd,
+    socket: &Socket,
+    dispatcher: &Dispatcher,
+    stop: &mut Token,
+) -> bool {
+    let mut conn = conn;
+    // Set at the first stall: the clock is read only when a connection waits.
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        let spill = waiting_since.is_some_and(|since| since.elapsed() >= STICKY_PATIENCE);
+        let dispatched = if spill {
+            dispatcher.dispatch_spilling(conn, socket)
+        } else {
+            dispatcher.dispatch(conn, socket)
+        };
+        match dispatched {
+            Ok(()) => return true,
+            Err((back, stall)) => {
+                conn = back;
+                waiting_since.get_or_insert_with(Instant::now);
+                let wait = async {
+                    match stall {
+                        Stall::NoneReady => dispatcher.joined().await,
+                        Stall::AllBusy => tokio::select! {
+                            _ = dispatcher.joined() => {}
+                            _ = sleep(BUSY_RETRY) => {}
+                        },
+                    }
+                };
+                tokio::select! {
+                    _ = stop.requested() => return false,
+                    _ = wait => {}
+                }
+            }
+        }
+    }
+}

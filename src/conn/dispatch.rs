@@ -1,0 +1,305 @@
+//! Dispatch: choosing the worker that gets the next connection, and handing it over.
+//!
+//! The [`Dispatcher`] holds the *ready* workers only, in id order, and a
+//! round-robin cursor over them. A worker enters when it reports `READY=1` and
+//! leaves the moment it is chosen to go (drain, reload, scale-down), when its
+//! channel breaks, or when it exits, so a connection is never offered to a
+//! worker that is starting or draining.
+//!
+//! Handing over never waits: a worker whose channel would block is skipped for
+//! this connection (it is slow, not gone), and a worker whose channel is broken
+//! is dropped from the ring and the connection goes to the next one. Only when
+//! no worker can take it does the connection come back to the accept loop,
+//! which holds it and stops accepting until one can (see [`super::accept`]).
+//!
+//! How a connection reaches a worker is its route's [`Transport`]: the native
+//! channel hands it over in one datagram; a Node.js worker
+//! ([`crate::node`]) takes one at a time, only from the sockets its app
+//! listens on, and may hand it back later (refused, or died holding it). A
+//! connection handed back goes to its [`Socket`]'s accept loop, which
+//! dispatches it again like a new one.
+//!
+//! *Which* ready worker is offered a connection first is the [`Policy`]'s
+//! choice ([`super::policy`]); the rest — skipping busy workers, dropping
+//! broken ones, stalling when nobody can take it — is the same for all.
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+
+use nix::sys::socket::{getpeername, SockaddrStorage};
+
+use tokio::sync::{mpsc, Notify};
+
+use super::peer::Refused;
+use super::policy::{self, Candidate, Policy};
+use super::socket::Socket;
+use super::stats::Stats;
+use super::transport::Transport;
+use crate::sockets::listener::Local;
+
+/// A ready worker as dispatch sees it.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// Which process this is (unique for the manager's lifetime), so reports
+    /// about a broken channel reach the right worker even after a restart.
+    pub serial: u64,
+    /// The stable worker id, for ordering and logs.
+    pub id: u32,
+    /// Where its connections go, and how.
+    pub transport: Transport,
+    /// Connections handed to this process, for status and D-Bus.
+    pub dispatched: Cell<u64>,
+    /// Of those, how many the worker reported closed (`CLOSED=<n>`): the
+    /// difference is what least-conn and the metrics call open.
+    pub closed: Cell<u64>,
+}
+
+impl Route {
+    /// Process `serial`, the worker in slot `id`, reached through `transport`;
+    /// nothing handed to it yet.
+    pub(crate) fn new(serial: u64, id: u32, transport: Transport) -> Route {
+        Route {
+            serial,
+            id,
+            transport,
+            dispatched: Cell::new(0),
+            closed: Cell::new(0),
+        }
+    }
+
+    /// Connections it holds now, as far as the manager knows: handed over and
+    /// not reported closed. A worker that never reports (a Node.js app, or a
+    /// native worker written before `CLOSED=`) holds every one it was given.
+    pub(crate) fn open(&self) -> u64 {
+        self.dispatched.get().saturating_sub(self.closed.get())
+    }
+
+    /// The worker reported `n` more connections closed. A worker cannot close
+    /// more than it was given: extra reports are dropped rather than kept as
+    /// credit that would hide its next connections from least-conn.
+    pub(crate) fn report_closed(&self, n: u64) {
+        let closed = self.closed.get().saturating_add(n);
+        self.closed.set(closed.min(self.dispatched.get()));
+    }
+}
+
+/// Why a connection came back undelivered.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stall {
+    /// No ready worker serves this socket.
+    NoneReady,
+    /// Every ready worker that serves this socket is busy (its channel is
+    /// full, or it has not answered for its last connection yet).
+    AllBusy,
+}
+
+/// The ring of ready workers.
+pub(crate) struct Dispatcher {
+    /// Ready workers sorted by (id, serial): round-robin goes 0, 1, 2, …
+    ring: RefCell<Vec<Rc<Route>>>,
+    /// Index into `ring` of the worker that gets the next connection, for
+    /// round-robin and for breaking least-conn's ties.
+    next: Cell<usize>,
+    /// Who is offered a connection first; changed by a reload.
+    policy: Cell<Policy>,
+    /// Woken whenever a worker joins the ring or can take more than before, so
+    /// a stalled accept loop resumes.
+    joined: Rc<Notify>,
+    /// Tells the pool about workers whose channel broke under dispatch, so it
+    /// can treat them as dying without waiting for their exit to be reaped.
+    broken: mpsc::UnboundedSender<u64>,
+    /// Connections handed over since the start, for status lines.
+    total: Cell<u64>,
+    /// Latency and error counters of the connection path, for metrics.
+    pub stats: Stats,
+    /// Every listening socket, by index.
+    sockets: RefCell<Vec<Rc<Socket>>>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(broken: mpsc::UnboundedSender<u64>) -> Dispatcher {
+        Dispatcher {
+            ring: RefCell::new(Vec::new()),
+            next: Cell::new(0),
+            policy: Cell::new(Policy::default()),
+            joined: Rc::new(Notify::new()),
+            broken,
+            total: Cell::new(0),
+            stats: Stats::default(),
+            sockets: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Registers a listening socket named `name`; the receiver yields the
+    /// connections workers hand back, for its accept loop.
+    pub(crate) fn add_socket(
+        &self,
+        name: &str,
+        local: Local,
+    ) -> (Rc<Socket>, mpsc::UnboundedReceiver<OwnedFd>) {
+        let mut sockets = self.sockets.borrow_mut();
+        let (socket, returns) = Socket::new(sockets.len(), name, local);
+        let socket = Rc::new(socket);
+        sockets.push(Rc::clone(&socket));
+        (socket, returns)
+    }
+
+    /// Every listening socket, by index.
+    pub(crate) fn sockets(&self) -> Vec<Rc<Socket>> {
+        self.sockets.borrow().clone()
+    }
+
+    /// What a transport notifies when its worker can take a connection again.
+    pub(crate) fn capacity(&self) -> Rc<Notify> {
+        Rc::clone(&self.joined)
+    }
+
+    /// A worker became ready: it starts receiving connections now.
+    pub(crate) fn join(&self, route: Rc<Route>) {
+        let mut ring = self.ring.borrow_mut();
+        let at = ring.partition_point(|r| (r.id, r.serial) < (route.id, route.serial));
+        if at < self.next.get() {
+            self.next.set(self.next.get() + 1);
+        }
+        ring.insert(at, route);
+        drop(ring);
+        self.joined.notify_waiters();
+    }
+
+    /// A worker stops receiving connections, from this moment on.
+    pub(crate) fn leave(&self, serial: u64) {
+        let mut ring = self.ring.borrow_mut();
+        if let Some(at) = ring.iter().position(|r| r.serial == serial) {
+            ring.remove(at);
+            if at < self.next.get() {
+                self.next.set(self.next.get() - 1);
+            }
+        }
+    }
+
+    /// Sets the policy for the connections dispatched from now on.
+    pub(crate) fn set_policy(&self, policy: Policy) {
+        self.policy.set(policy);
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total.get()
+    }
+
+    /// Resolves the next time a worker joins the ring.
+    pub(crate) async fn joined(&self) {
+        self.joined.notified().await;
+    }
+
+    /// Hands `conn`, accepted on `socket`, to the first ready worker in the
+    /// policy's order that serves that socket and can take it now. On success
+    /// the connection belongs to the worker's transport; otherwise it comes
+    /// back intact.
+    ///
+    /// Under ip-hash a client's worker that is busy is waited for (the
+    /// connection comes back with [`Stall::AllBusy`]) rather than passed over,
+    /// so the client stays put; see [`Dispatcher::dispatch_spilling`].
+    pub(crate) fn dispatch(&self, conn: OwnedFd, socket: &Socket) -> Result<(), (OwnedFd, Stall)> {
+        self.dispatch_with(conn, socket, false)
+    }
+
+    /// Like [`Dispatcher::dispatch`], but under ip-hash a client whose worker
+    /// is busy goes to its next choice: for a connection that has waited long
+    /// enough, so one stuck worker cannot hold up a whole socket.
+    pub(crate) fn dispatch_spilling(
+        &self,
+        conn: OwnedFd,
+        socket: &Socket,
+    ) -> Result<(), (OwnedFd, Stall)> {
+        self.dispatch_with(conn, socket, true)
+    }
+
+    fn dispatch_with(
+        &self,
+        conn: OwnedFd,
+        socket: &Socket,
+        spill: bool,
+    ) -> Result<(), (OwnedFd, Stall)> {
+        let policy = self.policy.get();
+        let client = match policy {
+            Policy::IpHash => peer_ip(&conn),
+            _ => None,
+        };
+        let order = {
+            let ring = self.ring.borrow();
+            if policy == Policy::RoundRobin {
+                // Only the ring's length matters: no allocation per connection.
+                policy::Order::cyclic(self.next.get(), ring.len())
+            } else {
+                let candidates: Vec<Candidate> = ring
+                    .iter()
+                    .map(|r| Candidate {
+                        id: r.id,
+                        open: r.open(),
+                    })
+                    .collect();
+                policy::order(policy, &candidates, self.next.get(), client)
+            }
+        };
+        // A client with an address under ip-hash waits for its own worker.
+        let sticky = client.is_some() && !spill;
+        let mut conn = conn;
+        let mut serving = false;
+        // Broken workers leave the ring after the loop, so `order`'s indices
+        // stay valid while it runs.
+        let mut gone = Vec::new();
+        for at in order {
+            let route = Rc::clone(&self.ring.borrow()[at]);
+            match route.transport.offer(conn, socket) {
+                Ok(()) => {
+                    route.dispatched.set(route.dispatched.get() + 1);
+                    self.total.set(self.total.get() + 1);
+                    self.next.set(at + 1);
+                    self.forget(gone);
+                    return Ok(());
+                }
+                Err((back, Refused::Busy)) => {
+                    conn = back;
+                    serving = true;
+                    if sticky {
+                        break;
+                    }
+                }
+                Err((back, Refused::NotListening)) => conn = back,
+                Err((back, Refused::Gone)) => {
+                    // The worker died between two connections: try the next one.
+                    conn = back;
+                    gone.push(route.serial);
+                }
+            }
+        }
+        self.forget(gone);
+        let stall = if serving {
+            Stall::AllBusy
+        } else {
+            Stall::NoneReady
+        };
+        Err((conn, stall))
+    }
+
+    /// Drops workers whose channel broke under dispatch from the ring, and
+    /// tells the pool.
+    fn forget(&self, gone: Vec<u64>) {
+        for serial in gone {
+            self.leave(serial);
+            let _ = self.broken.send(serial);
+        }
+    }
+}
+
+/// The address of the client at the other end of `conn`: `None` for a Unix
+/// socket peer, or a client that is already gone.
+fn peer_ip(conn: &OwnedFd) -> Option<IpAddr> {
+    let addr: SockaddrStorage = getpeername(conn.as_raw_fd()).ok()?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
+    }
+    addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+}

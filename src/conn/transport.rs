@@ -1,0 +1,205 @@
+//! Transports: how the manager talks to a worker, whatever the worker speaks.
+//!
+//! The pool and dispatch deal with every worker the same way; what differs is
+//! the wire. A [`Transport`] is the manager's end of one worker's channel and
+//! does the four things they need: offer a connection ([`Transport::offer`]),
+//! report what the worker says as [`Notice`]s ([`Transport::recv`]), ask it to
+//! stop ([`Transport::ask_to_stop`]), and nothing else. There are three:
+//!
+//! - [`Transport::Native`]: sockherd's own protocol ([`super::channel`]); a
+//!   connection is handed over in one datagram and the manager's copy is
+//!   closed at once.
+//! - [`Transport::Node`]: an unmodified Node.js app as a cluster worker or a
+//!   plain `child_process` IPC child ([`crate::node`]). It holds the connection
+//!   until the app took it, takes one at a time, and hands connections back
+//!   to dispatch when the app refuses them or dies holding one.
+//! - [`Transport::Notify`]: a shared-accept worker (`--policy none`,
+//!   [`super::shared`]). It accepts by itself, so it is never offered a
+//!   connection; it talks `sd_notify` on a socket of its own and is asked to
+//!   stop with SIGTERM.
+//!
+//! Which one a worker gets is the app's [`Protocol`], decided once at start-up.
+//! [`Protocol::wire`] says what a new worker inherits; [`Transport::open`]
+//! wraps the manager's end of it.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+use nix::sys::socket::SockType;
+use tokio::sync::Notify;
+
+use super::channel::{self, Channel, SendError, CHANNEL_FD, PROTOCOL_VERSION};
+use super::notice::{Garbage, Notice};
+use super::peer::{Peer, Refused};
+use super::shared::{self, Shared};
+use super::socket::Socket;
+use crate::node;
+
+/// What the workers of this app speak.
+#[derive(Debug, Clone)]
+pub(crate) enum Protocol {
+    /// sockherd's own channel (`docs/protocol.md`).
+    Native,
+    /// Node.js IPC, as a cluster primary or as a `child_process` parent.
+    Node(Rc<node::App>),
+    /// `sd_notify` on a socket per worker; the workers share the listening
+    /// sockets and accept by themselves (`--policy none`).
+    Shared(Rc<Shared>),
+}
+
+/// What a new worker is given, and the manager's end of it.
+pub(crate) struct Wiring {
+    /// The manager's end, for [`Transport::open`].
+    pub end: End,
+    /// Descriptors the worker inherits at fd 3, 4, … in this order.
+    pub inherit: Vec<RawFd>,
+    /// Descriptors among `inherit` that the manager holds only until the
+    /// worker has its copy (the worker's end of its channel).
+    pub handed: Vec<OwnedFd>,
+    /// Variables that tell the worker what it inherited.
+    pub env: Vec<(&'static str, OsString)>,
+    /// The worker must be told its own pid (`LISTEN_PID`), which only it can
+    /// know: it is started through `sockherd __exec-listen`.
+    pub own_pid: bool,
+}
+
+/// The manager's end of a worker's wiring.
+pub(crate) enum End {
+    /// A channel (native or Node.js): non-blocking, close-on-exec.
+    Channel(OwnedFd),
+    /// The worker's `NOTIFY_SOCKET`.
+    Notify(shared::Inbox),
+}
+
+impl Protocol {
+    /// Prepares what worker `id` inherits: its channel at fd 3 and the
+    /// variables naming it, or the shared listening sockets and a notify socket.
+    pub(crate) fn wire(&self, id: u32) -> io::Result<Wiring> {
+        let (manager, worker, env) = match self {
+            Protocol::Native => {
+                let (manager, worker) = channel::pair(SockType::SeqPacket)?;
+                let env = vec![
+                    ("SOCKHERD_CHANNEL_FD", CHANNEL_FD.to_string()),
+                    ("SOCKHERD_PROTOCOL", PROTOCOL_VERSION.to_string()),
+                ];
+                (manager, worker, env)
+            }
+            Protocol::Node(app) => {
+                // Node's IPC channel is a stream: libuv creates and expects one.
+                let (manager, worker) = channel::pair(SockType::Stream)?;
+                (manager, worker, app.worker_env(id, CHANNEL_FD))
+            }
+            Protocol::Shared(shared) => {
+                let wiring = shared.wire(id)?;
+                return Ok(Wiring {
+                    end: End::Notify(wiring.inbox),
+                    inherit: wiring.inherit,
+                    handed: Vec::new(),
+                    env: wiring.env,
+                    own_pid: true,
+                });
+            }
+        };
+        Ok(Wiring {
+            end: End::Channel(manager),
+            inherit: vec![worker.as_raw_fd()],
+            handed: vec![worker],
+            env: env.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            own_pid: false,
+        })
+    }
+
+    /// The name shown in logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::Node(app) => app.mode_name(),
+            Protocol::Shared(_) => "sd_notify, shared accept",
+        }
+    }
+}
+
+/// The manager's end of one worker's channel.
+#[derive(Debug, Clone)]
+pub(crate) enum Transport {
+    Native(Rc<Channel>),
+    Node(Rc<node::Link>),
+    Notify(Rc<shared::Watch>),
+}
+
+impl Transport {
+    /// Wraps the manager's end of a freshly spawned worker's wiring. A Node.js
+    /// worker is matched against the listening `sockets` and wakes accept
+    /// loops through `capacity` when it can take a connection again.
+    pub(crate) fn open(
+        protocol: &Protocol,
+        end: End,
+        peer: Peer,
+        sockets: &[Rc<Socket>],
+        capacity: &Rc<Notify>,
+    ) -> io::Result<Transport> {
+        match (protocol, end) {
+            (Protocol::Native, End::Channel(fd)) => {
+                Ok(Transport::Native(Rc::new(Channel::new(fd)?)))
+            }
+            (Protocol::Node(app), End::Channel(fd)) => {
+                Ok(Transport::Node(Rc::new(node::Link::new(
+                    Rc::clone(app),
+                    fd,
+                    peer,
+                    sockets.to_vec(),
+                    Rc::clone(capacity),
+                )?)))
+            }
+            (Protocol::Shared(_), End::Notify(inbox)) => {
+                Ok(Transport::Notify(Rc::new(shared::Watch::new(inbox, peer))))
+            }
+            _ => Err(io::Error::other(
+                "the worker was wired for another protocol",
+            )),
+        }
+    }
+
+    /// Offers `conn`, accepted on `socket`, without waiting. On success the
+    /// transport owns it (and closes the manager's copy when the worker has its
+    /// own); otherwise it comes back with the reason.
+    pub(crate) fn offer(&self, conn: OwnedFd, socket: &Socket) -> Result<(), (OwnedFd, Refused)> {
+        match self {
+            Transport::Native(channel) => {
+                match channel.try_send_conn(conn.as_fd(), &socket.message) {
+                    Ok(()) => Ok(()),
+                    Err(SendError::WouldBlock) => Err((conn, Refused::Busy)),
+                    Err(SendError::Gone) => Err((conn, Refused::Gone)),
+                }
+            }
+            Transport::Node(link) => link.offer(conn, socket),
+            // It accepts on the listening sockets by itself.
+            Transport::Notify(_) => Err((conn, Refused::NotListening)),
+        }
+    }
+
+    /// Asks the worker to finish what it has and exit; the pool kills it at
+    /// the kill timeout if it does not.
+    pub(crate) fn ask_to_stop(&self) {
+        match self {
+            // A full channel means the worker is not reading: it gets the kill timeout.
+            Transport::Native(channel) => {
+                let _ = channel.try_send(b"SHUTDOWN=1");
+            }
+            Transport::Node(link) => node::Link::ask_to_stop(link),
+            Transport::Notify(watch) => watch.ask_to_stop(),
+        }
+    }
+
+    /// The next thing the worker said that the pool cares about. `Ok(None)`
+    /// when the worker closed its end (it exited).
+    pub(crate) async fn recv(&self) -> io::Result<Option<Result<Notice, Garbage>>> {
+        match self {
+            Transport::Native(channel) => channel.recv().await,
+            Transport::Node(link) => link.recv().await,
+            Transport::Notify(watch) => watch.recv().await,
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! What happens to workers: what they say, and how they end.
+//!
+//! A notice can make a worker ready (it joins the ring, and the worker it
+//! stands in for is drained) or announce that it is leaving on its own (its
+//! replacement starts at once). An exit is either expected (a drained worker)
+//! or a crash, which puts its slot in backoff or makes it give up.
+
+use std::process::ExitStatus;
+use std::rc::Rc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use super::backoff::Verdict;
+use super::launch::WorkerEvent;
+use super::report::{Event, RequestError};
+use super::state::{Pool, Purpose, Replacement};
+use super::usage::Usage;
+use super::worker::{SlotState, State};
+use crate::conn::notice::{Garbage, Notice};
+
+impl Pool {
+    pub(super) fn on_worker_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Notice(serial, notice) => self.on_notice(serial, notice),
+            WorkerEvent::Garbage(serial, Garbage(why)) => {
+                if let Some(worker) = self.workers.get_mut(&serial) {
+                    tracing::warn!(
+                        event = "worker-protocol-error",
+                        worker_id = worker.id,
+                        worker_pid = worker.pid,
+                        "worker {} (pid {}) broke the protocol ({why}); replacing it",
+                        worker.id,
+                        worker.pid
+                    );
+                    self.dispatcher.leave(serial);
+                    worker.condemn(format!("protocol error: {why}"));
+                }
+            }
+            WorkerEvent::ChannelClosed(serial) => {
+                // Its exit normally follows at once; stop dispatching to it now,
+                // and kill it if it lingers without a channel (see on_timers).
+                self.dispatcher.leave(serial);
+                if let Some(worker) = self.workers.get_mut(&serial) {
+                    worker.channel_closed.get_or_insert(Instant::now());
+                }
+            }
+            WorkerEvent::Exited(serial, status) => self.on_exit(serial, status),
+            WorkerEvent::Usage(readings) => self.on_usage(readings),
+        }
+    }
+
+    fn on_notice(&mut self, serial: u64, notice: Notice) {
+        let Some(worker) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        if notice.heartbeat {
+            worker.last_heartbeat = Some(Instant::now());
+        }
+        if notice.closed > 0 {
+            worker.route.report_closed(notice.closed);
+        }
+        if let Some(status) = &notice.status {
+            tracing::debug!(
+                worker_id = worker.id,
+                "worker {} status: {status}",
+                worker.id
+            );
+        }
+        if notice.ready
+            && matches!(worker.state, State::Starting { .. })
+            && worker.condemned.is_none()
+        {
+            worker.state = State::Ready;
+            self.dispatcher.join(Rc::clone(&worker.route));
+            tracing::info!(
+                event = "worker-ready",
+                worker_id = worker.id,
+                worker_pid = worker.pid,
+                "worker {} (pid {}) is ready",
+                worker.id,
+                worker.pid
+            );
+            self.on_ready(serial);
+        }
+        if notice.stopping {
+            self.on_stopping(serial);
+        }
+    }
+
+    /// A worker joined the ring. If it stands in for another, the other goes now.
+    fn on_ready(&mut self, serial: u64) {
+        if let Some(at) = self.replacements.iter().position(|r| r.new == serial) {
+            let replacement = self.replacements.remove(at);
+            let id = replacement.id;
+            if let Some(previous) = self.slots.get(id as usize).map(|s| s.state) {
+                if let SlotState::Running(old) = previous {
+                    self.drain(old, "replaced");
+                }
+                self.slots[id as usize].state = SlotState::Running(serial);
+            } else {
+                // The slot was scaled away meanwhile; the new worker is surplus.
+                self.drain(serial, "scaled down");
+            }
+            match replacement.purpose {
+                Purpose::Restart(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Purpose::Reload => self.advance_reload(),
+                Purpose::Memory => {}
+            }
+        }
+        self.settle_scale_waits();
+    }
+
+    /// A worker announced it is going down on its own: it leaves the ring now,
+    /// and its replacement starts now rather than after it is gone.
+    fn on_stopping(&mut self, serial: u64) {
+        let Some(worker) = self.workers.get(&serial) else {
+            return;
+        };
+        if matches!(worker.state, State::Draining { .. }) || self.stopping {
+            return;
+        }
+        let id = worker.id;
+        tracing::info!(
+            event = "worker-stopping",
+            worker_id = id,
+            worker_pid = worker.pid,
+            "worker {id} (pid {}) announced it is stopping; starting its replacement",
+            worker.pid
+        );
+        self.drain(serial, "announced stopping");
+        if self.slot_is(id, serial) {
+            self.slots[id as usize].state = match self.start(id) {
+                Some(new) => SlotState::Running(new),
+                None => self.slots[id as usize].state,
+            };
+        }
+    }
+
+    pub(super) fn on_exit(&mut self, serial: u64, status: ExitStatus) {
+        self.dispatcher.leave(serial);
+        let Some(worker) = self.workers.remove(&serial) else {
+            return;
+        };
+        let (code, signal) = exit_parts(status);
+        let expected = matches!(worker.state, State::Draining { .. }) && worker.condemned.is_none();
+        let reason = match (&worker.condemned, expected) {
+            (Some(why), _) => why.clone(),
+            (None, true) if signal == Some(Signal::SIGKILL as i32) => {
+                "killed at the kill timeout".to_owned()
+            }
+            (None, true) => "drained".to_owned(),
+            (None, false) => describe(status),
+        };
+        // A crash is a warning (journalctl -p warning shows it); a drain is routine.
+        macro_rules! exited {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = "worker-exited",
+                    worker_id = worker.id,
+                    worker_pid = worker.pid,
+                    exit_code = code,
+                    exit_signal = signal,
+                    "worker {} (pid {}) exited: {reason}",
+                    worker.id,
+                    worker.pid
+                )
+            };
+        }
+        if expected {
+            exited!(info);
+        } else {
+            exited!(warn);
+        }
+        let _ = self.events.send(Event::WorkerExited {
+            id: worker.id,
+            pid: worker.pid,
+            status: code.unwrap_or_else(|| -signal.unwrap_or(0)),
+            reason: reason.clone(),
+        });
+        if let Some(at) = self.replacements.iter().position(|r| r.new == serial) {
+            // A stand-in died before it was ready: the old worker keeps serving.
+            let replacement = self.replacements.remove(at);
+            let why = format!(
+                "new worker {} (pid {}) failed before it was ready: {reason}",
+                worker.id, worker.pid
+            );
+            match replacement.purpose {
+                Purpose::Restart(reply) => {
+                    let _ = reply.send(Err(RequestError::Failed(why)));
+                }
+                Purpose::Reload => self.fail_reload(why),
+                Purpose::Memory => tracing::warn!("{why}; the old worker keeps serving"),
+            }
+        } else if !expected && self.slot_is(worker.id, serial) && !self.stopping {
+            self.crashed(worker.id, worker.uptime());
+        }
+        self.settle_scale_waits();
+    }
+
+    /// Slot `id` lost its worker unexpectedly: schedule a restart or give up.
+    pub(super) fn crashed(&mut self, id: u32, uptime: Duration) {
+        let now = Instant::now();
+        let Some(slot) = self.slots.get_mut(id as usize) else {
+            return;
+        };
+        match slot.history.crashed(now, uptime, self.settings.limit) {
+            Verdict::RestartAfter(delay) => {
+                if !delay.is_zero() {
+                    tracing::info!(
+                        event = "worker-backoff",
+                        worker_id = id,
+                        "restarting worker {id} in {} ms",
+                        delay.as_millis()
+                    );
+                }
+                slot.state = SlotState::Backoff { until: now + delay };
+            }
+            Verdict::GiveUp => {
+                slot.state = SlotState::GaveUp;
+                tracing::error!(
+                    event = "worker-gave-up",
+                    worker_id = id,
+                    "worker {id} gave up after {} crashes within {:?}",
+                    slot.history.recent(),
+                    self.settings.limit.window
+                );
+            }
+        }
+    }
+
+    /// Replaces workers over `--max-memory`, new before old; kills those past
+    /// twice it. `readings` are the workers' usage by serial.
+    fn on_usage(&mut self, readings: Vec<(u64, Usage)>) {
+        self.sampling.set(false);
+        let Some(limit) = self.settings.max_memory else {
+            return;
+        };
+        let mut over = Vec::new();
+        for (serial, usage) in readings {
+            let Some(worker) = self.workers.get_mut(&serial) else {
+                continue;
+            };
+            let rss = usage.rss_bytes;
+            if rss > limit.saturating_mul(2) && worker.condemned.is_none() {
+                tracing::warn!(
+                    event = "worker-memory-kill",
+                    worker_id = worker.id,
+                    worker_pid = worker.pid,
+                    rss_bytes = rss,
+                    "worker {} (pid {}) uses {} MiB, over twice --max-memory; killing it",
+                    worker.id,
+                    worker.pid,
+                    rss >> 20
+                );
+                self.dispatcher.leave(worker.serial);
+                worker.condemn(format!("memory: {} MiB", rss >> 20));
+            } else if rss > limit && worker.state == State::Ready {
+                over.push((worker.id, worker.serial, rss));
+            }
+        }
+        for (id, serial, rss) in over {
+            if !self.slot_is(id, serial) || self.replacements.iter().any(|r| r.id == id) {
+                continue;
+            }
+            tracing::info!(
+                event = "worker-memory-replace",
+                worker_id = id,
+                rss_bytes = rss,
+                "worker {id} uses {} MiB, over --max-memory; replacing it",
+                rss >> 20
+            );
+            if let Some(new) = self.start(id) {
+                self.replacements.push(Replacement {
+                    id,
+                    new,
+                    purpose: Purpose::Memory,
+                });
+            }
+        }
+    }
+}
+
+fn exit_parts(status: ExitStatus) -> (Option<i32>, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    (status.code(), status.signal())
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by {}", s.as_str()),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => "unknown status".to_owned(),
+    }
+}

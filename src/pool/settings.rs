@@ -1,0 +1,36 @@
+//! The pool's settings: how many workers, how long each step may take, and
+//! when a crashing slot gives up. From flags and the config file at start;
+//! a reload may bring new ones.
+
+use std::time::Duration;
+
+use super::backoff::Limit;
+use super::spawn::Spec;
+use crate::conn::policy::Policy;
+
+/// The pool's settings, from the command line.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Workers wanted at start.
+    pub workers: u32,
+    /// `Scale` refuses more than this.
+    pub max_workers: u32,
+    /// A new worker that is not ready within this is killed (and counts as a crash).
+    pub ready_timeout: Duration,
+    /// How long a draining worker may take before SIGKILL.
+    pub kill_timeout: Duration,
+    /// The crash-loop limit.
+    pub limit: Limit,
+    /// Workers replaced at once in a rolling reload.
+    pub reload_batch: u32,
+    /// Who gets the next connection; also shown in status.
+    pub policy: Policy,
+    /// A worker that sent a heartbeat and then none for this long is hung.
+    pub heartbeat_timeout: Option<Duration>,
+    /// RSS above which a worker is replaced (new before old); past twice
+    /// this it is killed outright.
+    pub max_memory: Option<u64>,
+}
+
+/// Re-reads the config file for a reload: the new command and settings.
+pub(crate) type Reconfigure = Box<dyn Fn() -> Result<(Spec, Settings), String>>;

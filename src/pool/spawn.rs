@@ -1,0 +1,201 @@
+//! Starting a worker process: its command, environment, channel and fate.
+//!
+//! Every worker is started the same way:
+//! - its channel end is fd 3 (`SOCKHERD_CHANNEL_FD=3`, or `NODE_CHANNEL_FD=3`
+//!   for a Node.js app: see [`Protocol`]) — or, under `--policy none`, the
+//!   listening sockets are fds 3, 4, … as systemd passes them, and it is
+//!   started through `sockherd __exec-listen` so that `LISTEN_PID` names it
+//!   ([`crate::conn::shared`]); nothing else is inherited but stdin (`/dev/null`)
+//!   and stdout/stderr (pipes to the manager);
+//! - the socket-activation and notify variables meant for the manager are
+//!   stripped, and `SOCKHERD_WORKER_ID`, `NODE_APP_INSTANCE`, `SOCKHERD_APP`,
+//!   the protocol's variables (`SOCKHERD_PROTOCOL`, …) and
+//!   `SOCKHERD_HEARTBEAT_USEC` (when heartbeats are checked) are set;
+//! - it leads its own process group, so a terminal's Ctrl-C reaches only the
+//!   manager (which then drains the workers in order) and a kill reaches the
+//!   worker's own children too;
+//! - it dies with the manager, even a SIGKILLed one: `PR_SET_PDEATHSIG` is set
+//!   between fork and exec, and a worker whose manager already died before that
+//!   exits at once.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::libc;
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+use crate::conn::channel::CHANNEL_FD;
+use crate::conn::shared::EXEC_LISTEN;
+use crate::conn::transport::{End, Protocol};
+
+/// The program that starts a shared-accept worker: this binary, whichever
+/// file it was started from (see [`crate::conn::shared`]).
+const SELF: &str = "/proc/self/exe";
+
+/// Variables of the manager's own environment that must not reach workers.
+const STRIPPED: [&str; 7] = [
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+];
+
+/// What to run for every worker of this app.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    /// The app's name, for `SOCKHERD_APP` and logs.
+    pub app: String,
+    /// The program, resolved against `PATH` once at start-up.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// How often workers should send `WATCHDOG=1` (`--heartbeat-timeout` / 2),
+    /// passed as `SOCKHERD_HEARTBEAT_USEC`; the worker crate does it by itself.
+    pub heartbeat_interval: Option<std::time::Duration>,
+    /// What the workers speak on their channel.
+    pub protocol: Protocol,
+}
+
+/// A worker process just started.
+pub(crate) struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    /// The manager's end of the worker's channel or notify socket.
+    pub channel: End,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+}
+
+/// Finds the program the way `execvp` would, so a missing or non-executable
+/// command is a clear start-up error rather than a worker crash loop.
+pub(crate) fn resolve(program: &OsString) -> Result<PathBuf, String> {
+    let name = Path::new(program);
+    let candidates: Vec<PathBuf> = if name.components().count() > 1 {
+        vec![name.to_path_buf()]
+    } else {
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .collect()
+    };
+    let mut not_executable = None;
+    for candidate in candidates {
+        match nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if candidate.is_file() => return Ok(candidate),
+            Ok(()) | Err(nix::errno::Errno::EACCES) if candidate.exists() => {
+                not_executable = Some(candidate)
+            }
+            _ => {}
+        }
+    }
+    match not_executable {
+        Some(path) => Err(format!(
+            "worker command {} is not executable",
+            path.display()
+        )),
+        None => Err(format!("worker command {:?} not found", program)),
+    }
+}
+
+/// Starts worker `id` of the app.
+pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
+    let wiring = spec.protocol.wire(id)?;
+    let mut cmd = if wiring.own_pid {
+        let mut cmd = Command::new(SELF);
+        cmd.arg(EXEC_LISTEN).arg("--").arg(&spec.program);
+        cmd
+    } else {
+        Command::new(&spec.program)
+    };
+    cmd.args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    for var in STRIPPED {
+        cmd.env_remove(var);
+    }
+    cmd.env("SOCKHERD_WORKER_ID", id.to_string())
+        .env("NODE_APP_INSTANCE", id.to_string())
+        .env("SOCKHERD_APP", &spec.app);
+    for (var, value) in &wiring.env {
+        cmd.env(var, value);
+    }
+    match spec.heartbeat_interval {
+        Some(every) => cmd.env("SOCKHERD_HEARTBEAT_USEC", every.as_micros().to_string()),
+        None => cmd.env_remove("SOCKHERD_HEARTBEAT_USEC"),
+    };
+    if let (true, Some(every)) = (wiring.own_pid, spec.heartbeat_interval) {
+        // systemd's meaning: the timeout itself; sd_watchdog_enabled() users
+        // ping at half of it, which is what SOCKHERD_HEARTBEAT_USEC says.
+        cmd.env("WATCHDOG_USEC", (every * 2).as_micros().to_string());
+    }
+
+    let inherit = wiring.inherit;
+    // Where each inherited fd is parked before it is put in place; filled in
+    // the child, allocated here because the child must not allocate.
+    let mut parked: Vec<RawFd> = vec![-1; inherit.len()];
+    let manager_pid = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (fcntl, dup2, setpgid, prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Park every fd above the targets first, so that putting one at
+            // 3 + i cannot clobber another not yet placed (systemd's sockets
+            // sit at 3, 4, … in the manager too).
+            let above = CHANNEL_FD + inherit.len() as RawFd;
+            for (to, from) in parked.iter_mut().zip(&inherit) {
+                *to = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, above);
+                if *to < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (offset, fd) in parked.iter().enumerate() {
+                // dup2 clears close-on-exec on the new descriptor; the parked
+                // copy is close-on-exec and goes with the exec.
+                if libc::dup2(*fd, CHANNEL_FD + offset as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::setpgid(0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The manager may have died before prctl took effect.
+            if libc::getppid() != manager_pid.as_raw() {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    // The worker has its own copies now.
+    drop(wiring.handed);
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("worker exited before it was seen"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("worker stdout missing"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| io::Error::other("worker stderr missing"))?;
+    Ok(Spawned {
+        child,
+        pid,
+        channel: wiring.end,
+        stdout,
+        stderr,
+    })
+}

@@ -1,0 +1,79 @@
+//! What a process uses, read from `/proc`: memory, CPU time, start time.
+//!
+//! The pool samples workers for `--max-memory`; `ListWorkers` and metrics
+//! read the same figures when asked; the `status` command reads them to show
+//! CPU use. A read of `/proc` is a file read that can block, so the manager
+//! reads off its event loop ([`sample`]). Units come from the kernel
+//! (`sysconf`): page size for RSS, clock ticks for CPU and start time.
+
+use std::sync::OnceLock;
+
+use nix::unistd::{sysconf, SysconfVar};
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// Resident memory.
+    pub rss_bytes: u64,
+    /// User + system CPU time.
+    pub cpu_usec: u64,
+    /// When it started, µs since the Unix epoch.
+    pub started_usec: u64,
+}
+
+/// Reads `pid`'s usage; `None` if it is gone (or `/proc` is not mounted).
+pub(crate) fn of(pid: u32) -> Option<Usage> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces and parens):
+    // utime is field 14, stime 15, starttime 22 of proc(5); here 11, 12, 19.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    let (page, ticks, boot) = units()?;
+    Some(Usage {
+        rss_bytes: pages * page,
+        cpu_usec: (field(11)? + field(12)?) * 1_000_000 / ticks,
+        started_usec: boot * 1_000_000 + field(19)? * 1_000_000 / ticks,
+    })
+}
+
+/// Reads the usage of every process in `pids` on a blocking thread, in the
+/// same order; `None` for one that is gone.
+pub(crate) async fn sample(pids: Vec<u32>) -> Vec<Option<Usage>> {
+    let count = pids.len();
+    tokio::task::spawn_blocking(move || pids.into_iter().map(of).collect())
+        .await
+        .unwrap_or_else(|_| vec![None; count])
+}
+
+/// Page size, clock ticks per second, boot time (s since the epoch).
+fn units() -> Option<(u64, u64, u64)> {
+    static UNITS: OnceLock<Option<(u64, u64, u64)>> = OnceLock::new();
+    *UNITS.get_or_init(|| {
+        let page = sysconf(SysconfVar::PAGE_SIZE).ok()??.try_into().ok()?;
+        let ticks = sysconf(SysconfVar::CLK_TCK).ok()??.try_into().ok()?;
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())?;
+        Some((page, ticks, boot))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let usage = of(std::process::id()).expect("/proc is mounted");
+        assert!(usage.rss_bytes > 0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        assert!(usage.started_usec <= now + 1_000_000);
+        assert!(now - usage.started_usec < 3_600 * 1_000_000);
+    }
+}

@@ -1,0 +1,211 @@
+//! Listening sockets, whoever opened them.
+//!
+//! A [`Listener`] is one listening stream socket and the name workers know it by.
+//! It either came from systemd ([`super::activation`]) or was bound here from a
+//! `--listen` address, the embedded default for running without systemd.
+//! Everything after this point treats both the same way.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+
+use nix::sys::socket::{
+    bind, getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag,
+    SockType, SockaddrLike, SockaddrStorage, UnixAddr,
+};
+
+/// Queue length for sockets we bind ourselves; the kernel caps it at `somaxconn`.
+/// Generous, because this queue is what holds connections while no worker is ready.
+const BACKLOG: i32 = 4096;
+
+/// One listening socket.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    /// The socket itself, close-on-exec, owned by the manager.
+    pub fd: OwnedFd,
+    /// Its name (`FileDescriptorName=` or the `NAME=` of `--listen`); workers
+    /// receive it with every connection so they can tell sockets apart.
+    pub name: String,
+    /// Where it listens, for logs and for matching a Node app's `listen(port)`.
+    pub local: Local,
+    /// A Unix socket file we created and must remove when we are done with it.
+    created_path: Option<PathBuf>,
+}
+
+/// The local address of a listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+    /// An abstract or unnamed Unix socket: nothing to show but the fact.
+    UnixUnnamed,
+}
+
+impl fmt::Display for Local {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Local::Inet(addr) => write!(f, "{addr}"),
+            Local::Unix(path) => write!(f, "{}", path.display()),
+            Local::UnixUnnamed => f.write_str("unix:(abstract)"),
+        }
+    }
+}
+
+/// A parsed `--listen` argument: `[NAME=]IP:PORT`, `[NAME=][IPv6]:PORT` or `[NAME=]PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListenAddr {
+    name: String,
+    target: Local,
+}
+
+impl ListenAddr {
+    /// The same address under another name.
+    pub(crate) fn named(mut self, name: &str) -> ListenAddr {
+        name.clone_into(&mut self.name);
+        self
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(arg: &str) -> Result<Self, String> {
+        let (name, addr) = match arg.split_once('=') {
+            Some((name, addr)) if !name.is_empty() && !name.contains(['/', ':']) => {
+                (name.to_owned(), addr)
+            }
+            _ => ("unknown".to_owned(), arg),
+        };
+        let target = if addr.starts_with('/') || addr.starts_with('.') {
+            Local::Unix(PathBuf::from(addr))
+        } else {
+            Local::Inet(addr.parse().map_err(|_| {
+                format!("invalid listen address {arg:?}: expected IP:PORT, [IPv6]:PORT or a socket path starting with / or .")
+            })?)
+        };
+        Ok(ListenAddr { name, target })
+    }
+}
+
+impl Listener {
+    /// Adopts a socket systemd passed us.
+    pub(crate) fn from_passed(fd: OwnedFd, name: String) -> Result<Listener, String> {
+        let local = local_of(&fd).map_err(|e| e.to_string())?;
+        Ok(Listener {
+            fd,
+            name,
+            local,
+            created_path: None,
+        })
+    }
+
+    /// Binds and listens on a `--listen` address.
+    pub(crate) fn bind(addr: &ListenAddr) -> Result<Listener, String> {
+        let fail =
+            |what: &str, e: nix::Error| format!("cannot {what} {}: {}", addr.target, e.desc());
+        let (fd, created_path) = match &addr.target {
+            Local::Inet(sa) => {
+                let family = if sa.is_ipv4() {
+                    AddressFamily::Inet
+                } else {
+                    AddressFamily::Inet6
+                };
+                let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+                    .map_err(|e| fail("create a socket for", e))?;
+                setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| fail("configure", e))?;
+                bind(fd.as_raw_fd(), &SockaddrStorage::from(*sa)).map_err(|e| fail("bind", e))?;
+                (fd, None)
+            }
+            Local::Unix(path) => {
+                remove_stale_socket(path)?;
+                let fd = socket(
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    SockFlag::SOCK_CLOEXEC,
+                    None,
+                )
+                .map_err(|e| fail("create a socket for", e))?;
+                let ua = UnixAddr::new(path).map_err(|e| fail("use the path", e))?;
+                bind(fd.as_raw_fd(), &ua).map_err(|e| fail("bind", e))?;
+                (fd, Some(path.clone()))
+            }
+            Local::UnixUnnamed => unreachable!("ListenAddr never parses to an unnamed socket"),
+        };
+        let backlog = Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN);
+        listen(&fd, backlog).map_err(|e| fail("listen on", e))?;
+        let local = local_of(&fd).map_err(|e| fail("read the address of", e))?;
+        Ok(Listener {
+            fd,
+            name: addr.name.clone(),
+            local,
+            created_path,
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(path) = &self.created_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn local_of(fd: &impl AsFd) -> Result<Local, nix::Error> {
+    let addr: SockaddrStorage = getsockname(fd.as_fd().as_raw_fd())?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Ok(Local::Inet(SocketAddr::V4((*v4).into())));
+    }
+    if let Some(v6) = addr.as_sockaddr_in6() {
+        return Ok(Local::Inet(SocketAddr::V6((*v6).into())));
+    }
+    match addr.as_unix_addr().and_then(|u| u.path()) {
+        Some(path) => Ok(Local::Unix(path.to_path_buf())),
+        None if addr.family() == Some(AddressFamily::Unix) => Ok(Local::UnixUnnamed),
+        None => Err(nix::Error::EAFNOSUPPORT),
+    }
+}
+
+/// A socket file left behind by a previous run blocks `bind`. Remove it only if
+/// it is a socket nobody listens on; anything else is the user's file.
+fn remove_stale_socket(path: &std::path::Path) -> Result<(), String> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "cannot listen on {}: it exists and is not a socket",
+            path.display()
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "cannot listen on {}: another process is listening there",
+            path.display()
+        ));
+    }
+    std::fs::remove_file(path)
+        .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_addresses() {
+        let a: ListenAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(a.name, "unknown");
+        assert_eq!(a.target, Local::Inet("127.0.0.1:8080".parse().unwrap()));
+        let a: ListenAddr = "admin=[::1]:9000".parse().unwrap();
+        assert_eq!(a.name, "admin");
+        assert_eq!(a.target, Local::Inet("[::1]:9000".parse().unwrap()));
+        let a: ListenAddr = "/run/app.sock".parse().unwrap();
+        assert_eq!(a.target, Local::Unix("/run/app.sock".into()));
+        for bad in ["8080", "localhost:80", "127.0.0.1", "[::1]", "x=y"] {
+            assert!(bad.parse::<ListenAddr>().is_err(), "{bad}");
+        }
+    }
+}
