@@ -34,7 +34,7 @@
 //! pool's loop answers ([`systemd`]); D-Bus callers read properties and call
 //! `Scale` or `Reload` ([`bus`]), which the `sockherd
 //! status|scale|reload|restart` commands wrap; Prometheus scrapes it
-//! ([`metrics`]). Logs go to the journal with per-worker fields.
+//! ([`metrics`]). Logs go to the journal with per-worker fields ([`log`]).
 //!
 //! SIGHUP, `systemctl reload` or D-Bus `Reload` roll the workers over, new
 //! before old. SIGTERM or SIGINT ([`signals`], [`shutdown`]): stop accepting,
@@ -47,8 +47,8 @@ mod bus;
 mod cli;
 mod commands;
 mod conn;
+mod log;
 mod metrics;
-mod node;
 mod pool;
 mod shutdown;
 mod signals;
@@ -63,7 +63,7 @@ use tracing::level_filters::LevelFilter;
 use cli::{Cli, Command};
 use commands::{control, manual, serve, unit};
 use conn::shared::exec_listen;
-use systemd::journal;
+use log::journal;
 
 /// The `sockherd` binary: parse the command line, set up logging, run.
 ///
@@ -129,8 +129,8 @@ pub mod decoders {
     }
     /// A native worker's messages.
     pub mod notice {
-        pub use crate::conn::channel::MAX_MESSAGE;
         pub use crate::conn::notice::{parse_notice, Notice};
+        pub use crate::conn::protocol::MAX_MESSAGE;
     }
     /// The config file, and the values flags share with it.
     pub mod config {
@@ -139,8 +139,8 @@ pub mod decoders {
     }
     /// Node's IPC framing and its `listen()` requests.
     pub mod node {
-        pub use crate::node::listen::{describe, key, resolve, Answer};
-        pub use crate::node::wire::{internal_cmd, shown, Lines, MAX_MESSAGE};
+        pub use crate::conn::node::listen::{describe, key, resolve, Answer};
+        pub use crate::conn::node::wire::{internal_cmd, shown, Lines, MAX_MESSAGE};
     }
     pub use crate::bus::plan::bus_name;
     pub use crate::sockets::listener::Local;

@@ -8,10 +8,10 @@ use clap::Args;
 
 use super::values::{parse_duration, parse_size};
 use crate::bus::plan::BusArgs;
+use crate::conn::node::ProtocolArg;
 use crate::conn::policy::Policy;
-use crate::node::ProtocolArg;
+use crate::log::journal::Target;
 use crate::sockets::listener::ListenAddr;
-use crate::systemd::journal::Target;
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct Serve {

@@ -14,7 +14,7 @@
 //!
 //! How a connection reaches a worker is its route's [`Transport`]: the native
 //! channel hands it over in one datagram; a Node.js worker
-//! ([`crate::node`]) takes one at a time, only from the sockets its app
+//! ([`super::node`]) takes one at a time, only from the sockets its app
 //! listens on, and may hand it back later (refused, or died holding it). A
 //! connection handed back goes to its [`Socket`]'s accept loop, which
 //! dispatches it again like a new one.

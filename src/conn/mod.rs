@@ -5,8 +5,8 @@
 //! workers in the order the [`policy`] gives until one takes it. How it
 //! reaches a worker is that worker's [`transport`]: the native [`channel`]
 //! (one `SOCK_SEQPACKET` datagram with the fd attached), a Node.js link
-//! ([`crate::node`]), or nothing at all under `--policy none`, where the
-//! workers inherit the sockets and accept by themselves ([`shared`]). What a
+//! ([`node`]), or nothing at all under `--policy none`, where the workers
+//! inherit the sockets and accept by themselves ([`shared`]). What a
 //! worker says back is a [`notice`]; the counters kept on the way are
 //! [`stats`].
 //!
@@ -16,9 +16,11 @@
 pub(crate) mod accept;
 pub(crate) mod channel;
 pub(crate) mod dispatch;
+pub(crate) mod node;
 pub(crate) mod notice;
 pub(crate) mod peer;
 pub(crate) mod policy;
+pub(crate) mod protocol;
 pub(crate) mod shared;
 pub(crate) mod socket;
 pub(crate) mod stats;

@@ -11,7 +11,7 @@
 //! `docs/protocol.md` is the spec; [`parse_notice`] is pure, so fuzzers and
 //! property tests drive it.
 
-use super::channel::MAX_MESSAGE;
+use super::protocol::MAX_MESSAGE;
 
 /// What a worker told us in one message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -10,7 +10,7 @@
 //!   connection is handed over in one datagram and the manager's copy is
 //!   closed at once.
 //! - [`Transport::Node`]: an unmodified Node.js app as a cluster worker or a
-//!   plain `child_process` IPC child ([`crate::node`]). It holds the connection
+//!   plain `child_process` IPC child ([`super::node`]). It holds the connection
 //!   until the app took it, takes one at a time, and hands connections back
 //!   to dispatch when the app refuses them or dies holding one.
 //! - [`Transport::Notify`]: a shared-accept worker (`--policy none`,
@@ -30,12 +30,13 @@ use std::rc::Rc;
 use nix::sys::socket::SockType;
 use tokio::sync::Notify;
 
-use super::channel::{self, Channel, SendError, CHANNEL_FD, PROTOCOL_VERSION};
+use super::channel::{self, Channel, SendError};
+use super::node;
 use super::notice::{Garbage, Notice};
 use super::peer::{Peer, Refused};
+use super::protocol::{CHANNEL_FD, PROTOCOL_VERSION};
 use super::shared::{self, Shared};
 use super::socket::Socket;
-use crate::node;
 
 /// What the workers of this app speak.
 #[derive(Debug, Clone)]

@@ -19,7 +19,6 @@ use nix::unistd::Pid;
 use tokio::sync::mpsc;
 use tokio::task::spawn_local;
 
-use super::output;
 use super::spawn::{self, Spec};
 use super::usage::Usage;
 use super::worker::Process;
@@ -27,7 +26,8 @@ use crate::conn::dispatch::Dispatcher;
 use crate::conn::notice::{Garbage, Notice};
 use crate::conn::peer::Peer;
 use crate::conn::transport::Transport;
-use crate::systemd::journal::Stream;
+use crate::log::journal::Stream;
+use crate::log::output;
 
 /// Something that happened to a worker, reported by the tasks watching it.
 #[derive(Debug)]

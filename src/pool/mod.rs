@@ -17,14 +17,13 @@
 //! gives it up ([`backoff`]).
 //!
 //! Workers are started by a [`launch::Launch`]: real processes ([`spawn`],
-//! their [`output`] forwarded to the log), or nothing at all in the pool's own
+//! their output forwarded to the log), or nothing at all in the pool's own
 //! unit tests. The accept loops never go through here: the pool only adds
 //! workers to and removes them from the dispatch ring.
 
 pub(crate) mod backoff;
 mod events;
 pub(crate) mod launch;
-pub(crate) mod output;
 mod reload;
 pub(crate) mod report;
 mod run;

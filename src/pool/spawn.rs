@@ -27,7 +27,7 @@ use std::process::Stdio;
 use nix::libc;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
-use crate::conn::channel::CHANNEL_FD;
+use crate::conn::protocol::CHANNEL_FD;
 use crate::conn::shared::EXEC_LISTEN;
 use crate::conn::transport::{End, Protocol};
 

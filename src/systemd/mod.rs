@@ -1,8 +1,6 @@
-//! Living inside systemd: what it is told ([`notify`], [`status`]), the
-//! watchdog it keeps fed ([`watchdog`]), and the journal the manager and its
-//! workers log to ([`journal`]).
+//! Living inside systemd: what it is told ([`notify`], [`status`]) and the
+//! watchdog it keeps fed ([`watchdog`]).
 
-pub(crate) mod journal;
 pub(crate) mod notify;
 pub(crate) mod status;
 pub(crate) mod watchdog;

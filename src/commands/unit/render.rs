@@ -10,7 +10,7 @@ use clap::ValueEnum;
 use super::quote::{escape_specifiers, exec_word, quote, shell_quote};
 use crate::bus::plan::{bus_name, NAME_PREFIX};
 use crate::cli::unit::{parse_absolute, UnitArgs, DEFAULT_USER};
-use crate::node::ProtocolArg;
+use crate::conn::node::ProtocolArg;
 
 /// Used when the path of the running binary cannot be found.
 const INSTALLED_BINARY: &str = "/usr/bin/sockherd";

@@ -12,8 +12,8 @@ use nix::sys::socket::{
 };
 use tokio::io::unix::AsyncFd;
 
-use crate::conn::channel::MAX_MESSAGE;
 use crate::conn::notice::{parse_notice, Garbage, Notice};
+use crate::conn::protocol::MAX_MESSAGE;
 
 /// The manager's end of one worker's `NOTIFY_SOCKET`: a datagram socket bound
 /// to a path, removed when the worker is gone.

@@ -26,6 +26,8 @@
 mod app;
 mod link;
 pub(crate) mod listen;
+mod messages;
+mod stop;
 pub(crate) mod wire;
 
 pub(crate) use app::{mode, App, ProtocolArg};

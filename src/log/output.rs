@@ -1,7 +1,7 @@
 //! Worker output: every line a worker writes, tagged with the worker.
 //!
 //! Each worker's stdout and stderr are pipes read by a task of their own and
-//! passed line by line to [`crate::systemd::journal`], which tags them with the worker's
+//! passed line by line to [`crate::log::journal`], which tags them with the worker's
 //! id and pid (`journalctl -u app SOCKHERD_WORKER_ID=3`). stderr lines are
 //! logged at error priority (3), stdout lines at info (6).
 //!
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use crate::systemd::journal::{self, Stream};
+use crate::log::journal::{self, Stream};
 
 /// Longest line kept whole; longer ones are cut here.
 pub(crate) const MAX_LINE: usize = 8192;
