@@ -117,10 +117,11 @@ impl Pool {
             SlotState::Backoff { until } => Some(until),
             _ => None,
         });
+        let heartbeat = self.settings.heartbeat_timeout;
         let workers = self.workers.values().filter_map(|w| match w.state {
             State::Starting { deadline } => Some(deadline),
             State::Draining { kill_at } => Some(kill_at),
-            State::Ready => None,
+            State::Ready => Some(w.last_heartbeat? + heartbeat?),
         });
         let orphans = self
             .workers
@@ -198,7 +199,7 @@ impl Pool {
                         .map(|t| now.saturating_duration_since(t));
                     if let (Some(silent), Some(timeout)) = (silent, self.settings.heartbeat_timeout)
                     {
-                        if silent > timeout {
+                        if silent >= timeout {
                             tracing::warn!(
                                 event = "worker-hung",
                                 worker_id = worker.id,
