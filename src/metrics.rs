@@ -25,6 +25,8 @@ use crate::pool::usage::{self, Usage};
 use crate::shutdown::Token;
 use crate::sockets::listener::Listener;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
 
 /// How long a scraper may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +38,17 @@ struct Tallies {
     reloads_failed: Cell<u64>,
 }
 
+impl Tallies {
+    fn reloaded(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        counter.set(counter.get() + 1);
+    }
+}
+
 /// Serves scrapes on `listener` until `stop` is requested.
 pub(crate) async fn serve(
     listener: Listener,
@@ -45,21 +58,6 @@ pub(crate) async fn serve(
 ) {
     let tallies = Rc::new(Tallies::default());
     let mut events = pool.events.subscribe();
-    let counting = {
-        let tallies = Rc::clone(&tallies);
-        tokio::task::spawn_local(async move {
-            while let Ok(event) = events.recv().await {
-                if let Event::Reloaded { ok, .. } = event {
-                    let counter = if ok {
-                        &tallies.reloads_ok
-                    } else {
-                        &tallies.reloads_failed
-                    };
-                    counter.set(counter.get() + 1);
-                }
-            }
-        })
-    };
     // A duplicate: `listener` stays alive to remove its socket file when done.
     let accepting = match listener.fd.try_clone().and_then(into_tokio) {
         Ok(accepting) => accepting,
@@ -69,16 +67,26 @@ pub(crate) async fn serve(
         }
     };
     tracing::info!("metrics on http://{}/metrics", listener.local);
+    let mut scrapes = JoinSet::new();
     loop {
         let conn = tokio::select! {
             _ = stop.requested() => break,
+            Some(_) = scrapes.join_next() => continue,
+            event = events.recv() => {
+                match event {
+                    Ok(Event::Reloaded { ok, .. }) => tallies.reloaded(ok),
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                }
+                continue;
+            }
             conn = accepting.accept() => conn,
         };
         match conn {
             Ok(stream) => {
                 let (dispatcher, pool, tallies) =
                     (Rc::clone(&dispatcher), pool.clone(), Rc::clone(&tallies));
-                tokio::task::spawn_local(async move {
+                scrapes.spawn_local(async move {
                     let answering = answer(stream, &dispatcher.stats, &pool, &tallies);
                     let _ = tokio::time::timeout(REQUEST_TIMEOUT, answering).await;
                 });
@@ -89,7 +97,7 @@ pub(crate) async fn serve(
             }
         }
     }
-    counting.abort();
+    scrapes.shutdown().await;
 }
 
 /// The metrics socket as a tokio listener, TCP or Unix.
