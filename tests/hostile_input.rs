@@ -301,9 +301,12 @@ fn wire_limit_range() -> std::ops::RangeInclusive<usize> {
 
 /// One `key = value` line: a value valid for the key or not, and which.
 fn config_line() -> impl Strategy<Value = (String, bool)> {
-    let count = |zero_ok: bool| {
+    // A count and whether it is in range: at least 1 unless `zero_ok`, at
+    // most `max`.
+    let count = |zero_ok: bool, max: u32| {
         prop_oneof![
-            (1u32..=u32::MAX).prop_map(|n| (n.to_string(), true)),
+            (1u32..=u32::MAX).prop_map(move |n| (n.to_string(), n <= max)),
+            (1u32..=max).prop_map(|n| (n.to_string(), true)),
             Just(("0".to_owned(), zero_ok)),
             Just(("-1".to_owned(), false)),
             Just(("4294967296".to_owned(), false)),
@@ -312,35 +315,48 @@ fn config_line() -> impl Strategy<Value = (String, bool)> {
             Just(("true".to_owned(), false)),
         ]
     };
-    let duration = prop_oneof![
-        (
-            0u32..100_000,
-            prop_oneof![
-                Just(""),
-                Just("ms"),
-                Just("s"),
-                Just("m"),
-                Just("min"),
-                Just("h")
-            ]
-        )
-            .prop_map(|(n, unit)| (format!("\"{n}{unit}\""), true)),
-        (0u32..1000, 0u32..1000).prop_map(|(a, b)| (format!("\"{a}.{b}s\""), true)),
+    // A duration and its length in seconds (None: not a duration). Every
+    // duration is at most a week; a heartbeat timeout at least a second.
+    const WEEK: f64 = 604_800.0;
+    let duration = |min: f64| {
         prop_oneof![
-            Just("\"\""),
-            Just("\"5 s\""),
-            Just("\"-1s\""),
-            Just("\"1e3s\""),
-            Just("\"soon\""),
-            Just("\"1.2.3s\""),
-            Just("\"ms\""),
-            Just("\"99999999999999999999h\""),
-            Just("5"),
-            Just("\".\""),
-            Just("\"5d\""),
+            (
+                0u32..100_000,
+                prop_oneof![
+                    Just(("", 1.0)),
+                    Just(("ms", 0.001)),
+                    Just(("s", 1.0)),
+                    Just(("m", 60.0)),
+                    Just(("min", 60.0)),
+                    Just(("h", 3600.0)),
+                    Just(("d", 86_400.0)),
+                ]
+            )
+                .prop_map(move |(n, (unit, scale))| {
+                    let secs = f64::from(n) * scale;
+                    (format!("\"{n}{unit}\""), (min..=WEEK).contains(&secs))
+                }),
+            (0u32..1000, 0u32..1000).prop_map(move |(a, b)| {
+                let secs: f64 = format!("{a}.{b}").parse().unwrap_or(0.0);
+                (format!("\"{a}.{b}s\""), secs >= min)
+            }),
+            prop_oneof![
+                Just("\"\""),
+                Just("\"5 s\""),
+                Just("\"-1s\""),
+                Just("\"1e3s\""),
+                Just("\"soon\""),
+                Just("\"1.2.3s\""),
+                Just("\"ms\""),
+                Just("\"99999999999999999999h\""),
+                Just("5"),
+                Just("\".\""),
+                Just("\"5w\""),
+                Just("\"8d\""),
+            ]
+            .prop_map(|v| (v.to_owned(), false)),
         ]
-        .prop_map(|v| (v.to_owned(), false)),
-    ];
+    };
     let size = prop_oneof![
         (
             1u32..100_000,
@@ -384,14 +400,14 @@ fn config_line() -> impl Strategy<Value = (String, bool)> {
     };
     prop_oneof![
         key_value("command", command.boxed()),
-        key_value("workers", count(false).boxed()),
-        key_value("max-workers", count(true).boxed()),
-        key_value("max-restarts", count(true).boxed()),
-        key_value("reload-batch", count(false).boxed()),
-        key_value("kill-timeout", duration.clone().boxed()),
-        key_value("ready-timeout", duration.clone().boxed()),
-        key_value("restart-window", duration.clone().boxed()),
-        key_value("heartbeat-timeout", duration.boxed()),
+        key_value("workers", count(false, 4096).boxed()),
+        key_value("max-workers", count(true, 4096).boxed()),
+        key_value("max-restarts", count(true, u32::MAX).boxed()),
+        key_value("reload-batch", count(false, u32::MAX).boxed()),
+        key_value("kill-timeout", duration(0.0).boxed()),
+        key_value("ready-timeout", duration(0.0).boxed()),
+        key_value("restart-window", duration(0.0).boxed()),
+        key_value("heartbeat-timeout", duration(1.0).boxed()),
         key_value("max-memory", size.boxed()),
         Just(("wokers = 3".to_owned(), false)),
         Just(("# a comment".to_owned(), true)),
@@ -588,10 +604,9 @@ proptest! {
             Some(&list),
             ours,
         );
-        prop_assert_eq!(
-            parsed,
-            Ok(Some(sockherd::decoders::activation::Passed { names: names.clone() }))
-        );
+        // Without LISTEN_PID the sockets are not known to be ours.
+        let expected = with_pid.then(|| sockherd::decoders::activation::Passed { names: names.clone() });
+        prop_assert_eq!(parsed, Ok(expected));
         check_activation(pid.as_deref(), Some(&names.len().to_string()), Some(&list), ours);
     }
 }

@@ -23,12 +23,14 @@
 //! the running workers keep serving.
 
 use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{parse_duration, parse_size};
+use super::values::{parse_duration, parse_heartbeat, parse_size, parse_workers};
 use crate::conn::policy::Policy;
 
 /// The file's contents; every key optional.
@@ -64,10 +66,36 @@ pub struct Overrides {
     pub policy: Option<Policy>,
 }
 
+/// The largest config file read; a real one is a few hundred bytes.
+pub const MAX_SIZE: usize = 64 * 1024;
+
+/// Reads a config file's text: a regular file of at most [`MAX_SIZE`]. It
+/// is opened without waiting, so a FIFO or a device named by mistake is an
+/// error, never a read that blocks or never ends.
+pub fn read(path: &Path) -> Result<String, String> {
+    let fail = |why: String| format!("cannot read config {}: {why}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("it is not a regular file".into()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_SIZE as u64) as usize);
+    file.take(MAX_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() > MAX_SIZE {
+        return Err(fail(format!("it is larger than {} KiB", MAX_SIZE / 1024)));
+    }
+    String::from_utf8(bytes).map_err(|_| fail("it is not UTF-8".into()))
+}
+
 /// Reads and checks a config file. Errors name the file and the problem.
 pub(crate) fn load(path: &Path) -> Result<Overrides, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    let text = read(path)?;
     parse(&text).map_err(|e| format!("config {}: {e}", path.display()))
 }
 
@@ -85,6 +113,14 @@ pub fn parse(text: &str) -> Result<Overrides, String> {
     }
     if config.workers == Some(0) {
         return Err("workers: must be at least 1".into());
+    }
+    for (key, count) in [
+        ("workers", config.workers),
+        ("max-workers", config.max_workers),
+    ] {
+        if let Some(count) = count {
+            parse_workers(&count.to_string()).map_err(|e| format!("{key}: {e}"))?;
+        }
     }
     if config.reload_batch == Some(0) {
         return Err("reload-batch: must be at least 1".into());
@@ -105,7 +141,11 @@ pub fn parse(text: &str) -> Result<Overrides, String> {
             .as_deref()
             .map(|v| parse_size(v).map_err(|e| format!("max-memory: {e}")))
             .transpose()?,
-        heartbeat_timeout: duration("heartbeat-timeout", &config.heartbeat_timeout)?,
+        heartbeat_timeout: config
+            .heartbeat_timeout
+            .as_deref()
+            .map(|v| parse_heartbeat(v).map_err(|e| format!("heartbeat-timeout: {e}")))
+            .transpose()?,
         policy: config
             .policy
             .as_deref()
@@ -136,6 +176,34 @@ mod tests {
         assert_eq!(o.max_memory, Some(512 << 20));
         assert_eq!(o.command.unwrap().len(), 2);
         assert_eq!(o.policy, Some(Policy::IpHash));
+    }
+
+    #[test]
+    fn only_a_regular_file_of_bounded_size_is_read() {
+        let dir = std::env::temp_dir().join(format!("sockherd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Nobody writes to the FIFO: a read would wait forever.
+        let refused = read(&fifo).expect_err("a FIFO");
+        assert!(refused.contains("not a regular file"), "{refused}");
+        let refused = read(Path::new("/dev/zero")).expect_err("a device");
+        assert!(refused.contains("not a regular file"), "{refused}");
+        let big = dir.join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_SIZE + 1]).unwrap();
+        let refused = read(&big).expect_err("too big");
+        assert!(refused.contains("larger than"), "{refused}");
+        let fine = dir.join("fine.toml");
+        std::fs::write(&fine, "workers = 2\n").unwrap();
+        assert_eq!(read(&fine), Ok("workers = 2\n".to_owned()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn huge_durations_in_the_file_are_refused() {
+        let refused = parse("kill-timeout = \"10000000000000000000\"").expect_err("too long");
+        assert!(refused.contains("kill-timeout"), "{refused}");
+        assert!(parse("heartbeat-timeout = \"10ms\"").is_err());
     }
 
     #[test]

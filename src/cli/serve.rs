@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::values::{parse_duration, parse_size};
+use super::values::{parse_duration, parse_heartbeat, parse_size, parse_workers};
 use crate::bus::plan::BusArgs;
 use crate::conn::node::ProtocolArg;
 use crate::conn::policy::Policy;
@@ -38,11 +38,11 @@ pub(crate) struct Serve {
     pub policy: Policy,
 
     /// Number of workers; 0 means one per CPU.
-    #[arg(long, short = 'w', default_value_t = 0)]
+    #[arg(long, short = 'w', default_value_t = 0, value_parser = parse_workers)]
     pub workers: u32,
 
     /// `Scale` refuses to go above this many workers.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_workers)]
     pub max_workers: u32,
 
     /// Workers that must be ready before systemd is told READY=1 (default: all of them).
@@ -72,7 +72,7 @@ pub(crate) struct Serve {
     /// A worker that has sent a heartbeat (WATCHDOG=1) and then none for this
     /// long is hung: it gets SIGABRT, then SIGKILL, and is replaced. Workers
     /// are told half of it in SOCKHERD_HEARTBEAT_USEC.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_heartbeat)]
     pub heartbeat_timeout: Option<Duration>,
 
     /// Replace a worker whose memory (RSS) exceeds SIZE (e.g. 512M, 1G), new

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::serve::NodeArgs;
-use super::values::{parse_duration, parse_size};
+use super::values::{parse_duration, parse_size, parse_workers};
 
 /// The user (and group) the package creates for apps, and allows on the bus.
 pub(crate) const DEFAULT_USER: &str = "sockherd";
@@ -29,7 +29,7 @@ pub(crate) struct UnitArgs {
     pub listen: Vec<Listen>,
 
     /// Number of workers; 0 means one per CPU.
-    #[arg(long, short = 'w', value_name = "N", default_value_t = 0)]
+    #[arg(long, short = 'w', value_name = "N", default_value_t = 0, value_parser = parse_workers)]
     pub workers: u32,
 
     /// How long a worker may take to finish its requests when asked to stop;

@@ -3,7 +3,34 @@
 
 use std::time::Duration;
 
-/// Parses `250ms`, `5s`, `2m`, `1h`, or plain seconds.
+/// The most workers one manager runs: each costs descriptors (a channel, two
+/// output pipes) and a slot of memory; a machine that needs more runs more
+/// managers.
+pub const MAX_WORKERS: u32 = 4096;
+
+/// Parses a worker count: 0 (one per CPU) to [`MAX_WORKERS`].
+pub fn parse_workers(text: &str) -> Result<u32, String> {
+    let count: u32 = text
+        .parse()
+        .map_err(|_| format!("invalid worker count {text:?}: expected a number"))?;
+    if count > MAX_WORKERS {
+        return Err(format!(
+            "{count} workers is more than the most a manager runs ({MAX_WORKERS})"
+        ));
+    }
+    Ok(count)
+}
+
+/// The longest duration any flag or config key takes: timers are set from
+/// them, and a week is past anything a timeout or window should be.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The shortest `--heartbeat-timeout`: workers are told to beat at half of
+/// it, and a faster beat is a flood, not a health check.
+pub const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Parses `250ms`, `5s`, `2m`, `1h`, `1d`, or plain seconds, up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -17,13 +44,33 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
+        "d" => 86_400.0,
         _ => {
             return Err(format!(
-                "invalid duration {text:?}: unit must be ms, s, m or h"
+                "invalid duration {text:?}: unit must be ms, s, m, h or d"
             ))
         }
     };
-    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("invalid duration {text:?}"))
+    Duration::try_from_secs_f64(value * scale)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| {
+            format!(
+                "invalid duration {text:?}: at most 7d ({}s)",
+                MAX_DURATION.as_secs()
+            )
+        })
+}
+
+/// Parses a `--heartbeat-timeout`: a duration of at least [`MIN_HEARTBEAT`].
+pub fn parse_heartbeat(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout < MIN_HEARTBEAT {
+        return Err(format!(
+            "heartbeat timeout {text:?} is too short: at least 1s"
+        ));
+    }
+    Ok(timeout)
 }
 
 /// Parses `512M`, `1G`, `300MiB`, `65536` (bytes). K/M/G are powers of 1024.
@@ -59,6 +106,34 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn durations_past_the_maximum_are_refused_not_overflowed() {
+        assert_eq!(parse_duration("7d"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("168h"), Ok(MAX_DURATION));
+        for huge in [
+            "10000000000000000000",
+            "604801",
+            "8d",
+            "1e400",
+            "inf",
+            "NaN",
+        ] {
+            let refused = parse_duration(huge).expect_err(huge);
+            assert!(!refused.contains('\n'), "one line: {refused}");
+        }
+        assert!(parse_duration("10000000000000000000")
+            .unwrap_err()
+            .contains("at most 7d"));
+    }
+
+    #[test]
+    fn heartbeats_are_at_least_a_second() {
+        assert_eq!(parse_heartbeat("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_heartbeat("999ms").is_err());
+        assert!(parse_heartbeat("0").is_err());
+        assert!(parse_heartbeat("8d").is_err());
     }
 
     #[test]

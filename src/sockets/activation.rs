@@ -80,38 +80,40 @@ impl std::error::Error for Error {}
 
 /// Interprets the activation variables, given as they are found in the environment.
 ///
-/// `Ok(None)` means socket activation is not in use (no `LISTEN_FDS`, or zero).
-/// A `LISTEN_PID` that is absent is accepted, as `sd_listen_fds` does for tools
-/// that cannot know the final pid; one that is present must be ours.
+/// `Ok(None)` means socket activation is not in use: no `LISTEN_FDS`, zero of
+/// them, or no `LISTEN_PID` to say they are ours (as `sd_listen_fds(3)`
+/// decides). A `LISTEN_PID` that names another process is refused loudly: a
+/// wrapper that forgot to exec is a configuration bug.
+///
+/// Numbers must be plain decimal, as systemd writes them. `sd_listen_fds(3)`
+/// also takes a sign, leading blanks and C's octal and hex notation (its
+/// `strtoul` has base 0, so `LISTEN_PID=0123` is octal there); a value in
+/// such a form was not written by systemd, so it is refused as malformed
+/// rather than read one way or the other.
 pub fn parse(
     listen_pid: Option<&str>,
     listen_fds: Option<&str>,
     listen_fdnames: Option<&str>,
     our_pid: u32,
 ) -> Result<Option<Passed>, Error> {
-    let Some(fds) = listen_fds else {
+    let (Some(pid), Some(fds)) = (listen_pid, listen_fds) else {
         return Ok(None);
     };
-    if let Some(pid) = listen_pid {
-        let parsed: u32 = pid.parse().map_err(|_| Error::Malformed {
-            variable: "LISTEN_PID",
-            value: pid.to_owned(),
-        })?;
-        if parsed != our_pid {
-            return Err(Error::WrongPid {
-                listen_pid: pid.to_owned(),
-                ours: our_pid,
-            });
-        }
+    let malformed = |variable: &'static str, value: &str| Error::Malformed {
+        variable,
+        value: value.to_owned(),
+    };
+    let parsed = decimal(pid).ok_or_else(|| malformed("LISTEN_PID", pid))?;
+    if parsed != u64::from(our_pid) {
+        return Err(Error::WrongPid {
+            listen_pid: pid.to_owned(),
+            ours: our_pid,
+        });
     }
-    let count: usize =
-        fds.parse()
-            .ok()
-            .filter(|n| *n <= MAX_FDS)
-            .ok_or_else(|| Error::Malformed {
-                variable: "LISTEN_FDS",
-                value: fds.to_owned(),
-            })?;
+    let count = decimal(fds)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= MAX_FDS)
+        .ok_or_else(|| malformed("LISTEN_FDS", fds))?;
     if count == 0 {
         return Ok(None);
     }
@@ -138,8 +140,20 @@ pub fn parse(
     Ok(Some(Passed { names }))
 }
 
+/// A number as systemd writes it: decimal digits, no sign, no leading zero.
+fn decimal(text: &str) -> Option<u64> {
+    let canonical = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    if canonical {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// systemd's rule for `FileDescriptorName=`: 1–255 printable ASCII, no `:`.
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
@@ -217,13 +231,41 @@ mod tests {
                 names: vec!["http".into(), "admin".into()]
             })
         );
-        let p = parse(None, Some("1"), None, 7).unwrap();
+        let p = parse(Some("7"), Some("1"), None, 7).unwrap();
         assert_eq!(
             p,
             Some(Passed {
                 names: vec!["unknown".into()]
             })
         );
+    }
+
+    #[test]
+    fn sockets_without_a_pid_are_not_ours() {
+        // sd_listen_fds(3): no LISTEN_PID, no sockets.
+        assert_eq!(parse(None, Some("1"), None, 7), Ok(None));
+        assert_eq!(parse(None, Some("1"), Some("http"), 7), Ok(None));
+    }
+
+    #[test]
+    fn only_the_decimal_that_systemd_writes_is_taken() {
+        for (pid, fds) in [
+            ("7", "+1"),
+            ("07", "1"),
+            ("+7", "1"),
+            (" 7", "1"),
+            ("7", "01"),
+            ("7", " 1"),
+            ("0x7", "1"),
+        ] {
+            assert!(
+                matches!(
+                    parse(Some(pid), Some(fds), None, 7),
+                    Err(Error::Malformed { .. })
+                ),
+                "LISTEN_PID={pid:?} LISTEN_FDS={fds:?}"
+            );
+        }
     }
 
     #[test]

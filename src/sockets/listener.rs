@@ -11,10 +11,13 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
+use nix::errno::Errno;
 use nix::sys::socket::{
-    bind, getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag,
-    SockType, SockaddrLike, SockaddrStorage, UnixAddr,
+    bind, connect, getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog,
+    SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr,
 };
+
+use super::activation::valid_name;
 
 /// Queue length for sockets we bind ourselves; the kernel caps it at `somaxconn`.
 /// Generous, because this queue is what holds connections while no worker is ready.
@@ -73,7 +76,15 @@ impl std::str::FromStr for ListenAddr {
 
     fn from_str(arg: &str) -> Result<Self, String> {
         let (name, addr) = match arg.split_once('=') {
-            Some((name, addr)) if !name.is_empty() && !name.contains(['/', ':']) => {
+            // A path or an address may hold a `=` of its own; a name holds
+            // neither `/` nor `:`.
+            Some((name, addr)) if !name.contains(['/', ':']) => {
+                if !valid_name(name) {
+                    return Err(format!(
+                        "invalid listen address {arg:?}: the socket name before `=` must be 1 to \
+                         255 printable ASCII characters without `:` (as FileDescriptorName=)"
+                    ));
+                }
                 (name.to_owned(), addr)
             }
             _ => ("unknown".to_owned(), arg),
@@ -169,7 +180,8 @@ fn local_of(fd: &impl AsFd) -> Result<Local, nix::Error> {
 }
 
 /// A socket file left behind by a previous run blocks `bind`. Remove it only if
-/// it is a socket nobody listens on; anything else is the user's file.
+/// it is a socket nobody listens on, of any type; anything else is in use, or
+/// the user's file.
 fn remove_stale_socket(path: &std::path::Path) -> Result<(), String> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
@@ -180,11 +192,24 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<(), String> {
             path.display()
         ));
     }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(format!(
-            "cannot listen on {}: another process is listening there",
-            path.display()
-        ));
+    let address =
+        UnixAddr::new(path).map_err(|e| format!("cannot use {}: {}", path.display(), e.desc()))?;
+    // A socket of another type refuses a connection with EPROTOTYPE, which
+    // says nothing about whether it is alive: ask it in each type in turn.
+    for kind in [SockType::Stream, SockType::Datagram, SockType::SeqPacket] {
+        let probe = socket(AddressFamily::Unix, kind, SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| format!("cannot probe {}: {}", path.display(), e.desc()))?;
+        match connect(probe.as_raw_fd(), &address) {
+            Err(Errno::EPROTOTYPE) => continue,
+            // Nobody is bound to it: it is stale.
+            Err(Errno::ECONNREFUSED) => break,
+            _ => {
+                return Err(format!(
+                    "cannot listen on {}: the socket is in use by another process",
+                    path.display()
+                ))
+            }
+        }
     }
     std::fs::remove_file(path)
         .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))
@@ -207,5 +232,54 @@ mod tests {
         for bad in ["8080", "localhost:80", "127.0.0.1", "[::1]", "x=y"] {
             assert!(bad.parse::<ListenAddr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn names_follow_systemds_rule_for_file_descriptor_names() {
+        let long = format!("{}=127.0.0.1:80", "n".repeat(256));
+        for bad in [
+            "a b=127.0.0.1:80",
+            "line\nbreak=127.0.0.1:80",
+            "tab\t=127.0.0.1:80",
+            "é=127.0.0.1:80",
+            long.as_str(),
+        ] {
+            let refused = bad.parse::<ListenAddr>().expect_err(bad);
+            assert!(refused.contains("name"), "{refused}");
+        }
+        let longest = format!("{}=127.0.0.1:80", "n".repeat(255));
+        assert!(longest.parse::<ListenAddr>().is_ok());
+        let a: ListenAddr = "/run/with=sign.sock".parse().unwrap();
+        assert_eq!(a.target, Local::Unix("/run/with=sign.sock".into()));
+    }
+
+    #[test]
+    fn a_live_socket_of_any_type_is_not_removed() {
+        let dir = std::env::temp_dir().join(format!("sockherd-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dgram.sock");
+        let live = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let refused = remove_stale_socket(&path).expect_err("a datagram socket is listening");
+        assert!(refused.contains("in use"), "{refused}");
+        assert!(path.exists());
+        let seq = dir.join("seq.sock");
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(fd.as_raw_fd(), &UnixAddr::new(&seq).unwrap()).unwrap();
+        listen(&fd, Backlog::new(1).unwrap()).unwrap();
+        assert!(
+            remove_stale_socket(&seq).is_err(),
+            "a seqpacket socket is listening"
+        );
+        drop((live, fd));
+        remove_stale_socket(&path).expect("nobody listens any more");
+        remove_stale_socket(&seq).expect("nobody listens any more");
+        assert!(!path.exists() && !seq.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -193,18 +193,28 @@ pub fn check_activation(
     ours: u32,
 ) {
     let parsed = activation::parse(listen_pid, listen_fds, listen_fdnames, ours);
-    let pid_ok = listen_pid.map_or(true, |p| p.parse::<u32>() == Ok(ours));
-    let count = listen_fds.map(str::parse::<usize>);
+    // Numbers as systemd writes them: decimal digits, no sign, no leading zero.
+    let decimal = |text: &str| {
+        let plain =
+            text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+        if plain {
+            text.parse::<u64>().ok()
+        } else {
+            None
+        }
+    };
+    let pid_ok = listen_pid.and_then(decimal) == Some(u64::from(ours));
+    let count = listen_fds.and_then(decimal);
     match &parsed {
         Ok(None) => {
             assert!(
-                listen_fds.is_none() || (pid_ok && count == Some(Ok(0))),
+                listen_fds.is_none() || listen_pid.is_none() || (pid_ok && count == Some(0)),
                 "not activated for {listen_pid:?} {listen_fds:?} {listen_fdnames:?}"
             );
         }
         Ok(Some(Passed { names })) => {
             assert!(pid_ok, "LISTEN_PID={listen_pid:?} accepted for pid {ours}");
-            assert_eq!(count, Some(Ok(names.len())));
+            assert_eq!(count, Some(names.len() as u64));
             match listen_fdnames {
                 None => assert!(names.iter().all(|n| n == "unknown")),
                 Some(list) => {
