@@ -8,7 +8,8 @@
 //! [`AsyncRead`](tokio::io::AsyncRead) + [`AsyncWrite`](tokio::io::AsyncWrite)
 //! like the tokio [`TcpStream`](tokio::net::TcpStream) or
 //! [`UnixStream`](tokio::net::UnixStream) it wraps — much as
-//! `tokio::net::TcpListener::accept` would.
+//! `tokio::net::TcpListener::accept` would. With the `axum` feature the
+//! listener goes straight into `axum::serve` (below).
 //!
 //! The lifecycle, as the manager sees it:
 //! 1. the worker starts, sets itself up, then calls [`Listener::ready`]: only
@@ -66,9 +67,39 @@
 //! ever. Keep the report for as long as the stream is open — in the same
 //! struct, say, declared before the stream so that it reports first.
 //!
+//! # axum
+//!
+//! With the `axum` feature, [`Listener`] is an `axum::serve::Listener`
+//! (axum 0.8) whose address type is [`PeerAddr`], which handlers get as
+//! `ConnectInfo<PeerAddr>` when the app is served with
+//! `into_make_service_with_connect_info::<PeerAddr>()`:
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # async fn serve(app: axum::Router) -> std::io::Result<()> {
+//! let listener = sockherd_worker::Listener::from_env()?;
+//! listener.ready()?;
+//! let shutdown = listener.shutdown_signal();
+//! axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+//! # }
+//! ```
+//!
+//! In this order: [`Listener::ready`] and [`Listener::shutdown_signal`] need
+//! the listener, which `axum::serve` then takes. Connections are handed over
+//! only after `READY=1`, and wait in the channel until axum accepts them.
+//! After the manager's shutdown request no connection comes: `accept` then
+//! stays pending for ever, and only the shutdown signal ends `axum::serve`, so
+//! pass it to `with_graceful_shutdown` (without it the worker keeps running
+//! until the manager kills it at `--kill-timeout`). `accept` never fails: a
+//! connection whose client has already reset it is dropped (and reported) and
+//! the next one taken; after an error of the worker's own (out of
+//! descriptors) it pauses 100 ms, as axum's own listeners do, and goes on.
+//!
 //! The wire protocol is in the sockherd repository's `docs/protocol.md`; its
 //! numbers and names are in [`protocol`].
 
+#[cfg(feature = "axum")]
+mod axum;
 mod channel;
 mod connection;
 pub mod protocol;
