@@ -1,9 +1,9 @@
 //! `axum::serve` support (feature `axum`): [`Listener`] is an axum 0.8
 //! `serve::Listener`, so `axum::serve(listener, app)` serves the connections
 //! the manager hands over, and [`PeerAddr`] is its connect info, for
-//! `ConnectInfo<PeerAddr>` in handlers. Its `accept` cannot fail, so it deals with errors
-//! itself, and stays pending after the manager's shutdown request, leaving the
-//! end of `axum::serve` to [`Listener::shutdown_signal`].
+//! `ConnectInfo<PeerAddr>` in handlers. Its `accept` cannot fail, so it deals
+//! with errors itself, and stays pending after the manager's shutdown
+//! request, leaving the end of `axum::serve` to [`Listener::shutdown_signal`].
 
 use std::io;
 use std::time::Duration;
@@ -35,7 +35,8 @@ impl axum::serve::Listener for Listener {
                 // signal ends axum::serve.
                 Ok(None) => std::future::pending::<()>().await,
                 // The connection is lost (and reported), and so may be the
-                // next few: they are all the worker's trouble, not a client's.
+                // next few: the worker's trouble, not a client's. (After an
+                // error on the channel itself, None follows.)
                 Err(_) => tokio::time::sleep(ERROR_PAUSE).await,
             }
         }

@@ -259,8 +259,8 @@ impl Listener {
     ///
     /// An error is about one connection, which is already closed and
     /// reported (say the process is out of descriptors): call `accept` again
-    /// for the next. After an error reading the channel itself, `accept`
-    /// returns `None`.
+    /// for the next. An error reading the channel itself comes once, and
+    /// `None` after it.
     pub async fn accept(&self) -> io::Result<Option<Connection>> {
         match self.incoming.lock().await.recv().await {
             Some(next) => next.map(Some),
