@@ -35,11 +35,7 @@ async fn serve() -> std::io::Result<()> {
     listener.ready()?;
     let mut connections = JoinSet::new();
     while let Some(conn) = listener.accept().await? {
-        connections.spawn(http::handle(
-            conn.stream,
-            Arc::clone(&listener),
-            Arc::clone(&body),
-        ));
+        connections.spawn(http::handle(conn, Arc::clone(&listener), Arc::clone(&body)));
         while connections.try_join_next().is_some() {}
     }
     // Shutting down: finish what we have.

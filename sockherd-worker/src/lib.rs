@@ -4,8 +4,12 @@
 //! hands each one to a worker over the worker's channel (fd 3,
 //! `SOCKHERD_CHANNEL_FD`). This crate is the worker's side of that channel for
 //! tokio servers: [`Listener::from_env`] takes the channel, and
-//! [`Listener::accept`] yields each connection as a tokio [`TcpStream`] or
-//! [`UnixStream`], much as `tokio::net::TcpListener::accept` would.
+//! [`Listener::accept`] yields each connection as a [`Connection`], which is
+//! [`AsyncRead`](tokio::io::AsyncRead) + [`AsyncWrite`](tokio::io::AsyncWrite)
+//! like the tokio [`TcpStream`](tokio::net::TcpStream) or
+//! [`UnixStream`](tokio::net::UnixStream) it wraps — much as
+//! `tokio::net::TcpListener::accept` would. With the `axum` feature the
+//! listener goes straight into `axum::serve` (below).
 //!
 //! The lifecycle, as the manager sees it:
 //! 1. the worker starts, sets itself up, then calls [`Listener::ready`]: only
@@ -22,148 +26,123 @@
 //! 4. a worker that decides to go on its own calls [`Listener::stopping`]
 //!    first, so its replacement starts at once.
 //!
-//! Every [`Stream`] reports its own close when it is dropped (`CLOSED=1`,
+//! ```no_run
+//! # async fn serve() -> std::io::Result<()> {
+//! let listener = sockherd_worker::Listener::from_env()?;
+//! listener.ready()?;
+//! while let Some(conn) = listener.accept().await? {
+//!     // conn.socket_name(), conn.peer_addr()?, and read and write it.
+//!     tokio::spawn(async move { drop(conn) });
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # One owner of the channel
+//!
+//! [`Listener::from_env`] succeeds once per process: the channel has one
+//! owner, as a descriptor must. A second call fails with
+//! [`ErrorKind::AlreadyExists`](std::io::ErrorKind::AlreadyExists), also after
+//! the first listener was dropped (its descriptor is closed by then, and the
+//! number may already belong to something else). Before it takes the
+//! descriptor it checks it: it must be an open `SOCK_SEQPACKET` socket, and
+//! `SOCKHERD_PROTOCOL` must name a version this crate speaks
+//! ([`protocol::PROTOCOL_VERSION`]). If a check fails, the descriptor is left
+//! as it was, open and not owned. [`Listener::from_fd`] takes a channel
+//! you own instead (a test's socket pair, say).
+//!
+//! # Closes are reported
+//!
+//! Every [`Connection`] reports its own close when it is dropped (`CLOSED=1`,
 //! sent before the socket is closed, so the client cannot come back with a
 //! new connection before the manager knows; `CLOSED=<n>` for several when the
 //! channel was full), which is how the manager's `least-conn` policy knows how
 //! many connections each worker holds. Nothing is asked of the app for that
 //! but to drop connections it is done with.
 //!
+//! [`Connection::into_tcp`] and [`Connection::into_unix`] hand out the tokio
+//! stream itself together with a [`CloseReport`], which sends the report
+//! when it is dropped. Reporting at once instead would make a worker holding
+//! long-lived streams (WebSockets, long polls) count as idle and attract
+//! connections it is too busy for; not reporting would count it busy for
+//! ever. Keep the report for as long as the stream is open — in the same
+//! struct, say, declared before the stream so that it reports first.
+//!
+//! # axum
+//!
+//! With the `axum` feature, [`Listener`] is an `axum::serve::Listener`
+//! (axum 0.8) whose address type is [`PeerAddr`], which handlers get as
+//! `ConnectInfo<PeerAddr>` when the app is served with
+//! `into_make_service_with_connect_info::<PeerAddr>()`:
+//!
 //! ```no_run
-//! # async fn serve() -> std::io::Result<()> {
+//! # #[cfg(feature = "axum")]
+//! # async fn serve(app: axum::Router) -> std::io::Result<()> {
 //! let listener = sockherd_worker::Listener::from_env()?;
 //! listener.ready()?;
-//! while let Some(conn) = listener.accept().await? {
-//!     tokio::spawn(async move { /* serve conn.stream */ drop(conn) });
-//! }
-//! # Ok(()) }
+//! let shutdown = listener.shutdown_signal();
+//! axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+//! # }
 //! ```
 //!
-//! The wire protocol is in the sockherd repository's `docs/protocol.md`.
+//! In this order: [`Listener::ready`] and [`Listener::shutdown_signal`] need
+//! the listener, which `axum::serve` then takes. Connections are handed over
+//! only after `READY=1`, and wait in the channel until axum accepts them.
+//! After the manager's shutdown request no connection comes: `accept` then
+//! stays pending for ever, and only the shutdown signal ends `axum::serve`, so
+//! pass it to `with_graceful_shutdown` (without it the worker keeps running
+//! until the manager kills it at `--kill-timeout`). `accept` never fails: a
+//! connection whose client has already reset it is dropped (and reported) and
+//! the next one taken; after an error of the worker's own (out of
+//! descriptors) it pauses 100 ms, as axum's own listeners do, and goes on.
+//!
+//! The wire protocol is in the sockherd repository's `docs/protocol.md`; its
+//! numbers and names are in [`protocol`].
 
-use std::io::{self, IoSlice, IoSliceMut};
+#[cfg(feature = "axum")]
+mod axum;
+mod channel;
+mod connection;
+pub mod protocol;
+
+use std::future::Future;
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nix::cmsg_space;
-use nix::sys::socket::{
-    getsockname, recvmsg, sendmsg, AddressFamily, ControlMessageOwned, MsgFlags, SockaddrLike,
-    SockaddrStorage, UnixAddr,
-};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, watch, Mutex, Notify};
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 
-/// The protocol version this crate speaks (`SOCKHERD_PROTOCOL`).
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// The largest message on the channel.
-const MAX_MESSAGE: usize = 4096;
+use connection::Closes;
+pub use connection::{CloseReport, Connection, PeerAddr};
+pub use protocol::PROTOCOL_VERSION;
 
 /// Connections read from the channel but not yet accepted. Small on purpose:
 /// while it is full the channel fills, and the manager sends new connections
 /// to other workers.
 const QUEUE: usize = 16;
 
-/// One connection handed over by the manager.
-#[derive(Debug)]
-pub struct Connection {
-    pub stream: Stream,
-    /// The name of the listening socket it arrived on (`FileDescriptorName=`
-    /// in the `.socket` unit, or `NAME=` of `--listen`).
-    pub socket: String,
-}
+/// How long [`Listener::shutdown_signal`] waits, once every connection is
+/// accepted, for the newest ones to be read from.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
-/// A connected socket: TCP or Unix, as the listening socket was. Reads and
-/// writes like either; dropping it closes the connection and reports the
-/// close to the manager.
-#[derive(Debug)]
-pub struct Stream {
-    /// The socket itself.
-    socket: Socket,
-    /// Where its close is counted when it is dropped.
-    closes: Arc<Closes>,
-}
-
-/// The two kinds of connection a [`Stream`] can be.
-#[derive(Debug)]
-enum Socket {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    /// The TCP connection, if it is one (for `peer_addr`, `set_nodelay`, …).
-    pub fn tcp(&self) -> Option<&TcpStream> {
-        match &self.socket {
-            Socket::Tcp(s) => Some(s),
-            Socket::Unix(_) => None,
-        }
-    }
-
-    /// The Unix connection, if it is one.
-    pub fn unix(&self) -> Option<&UnixStream> {
-        match &self.socket {
-            Socket::Unix(s) => Some(s),
-            Socket::Tcp(_) => None,
-        }
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        // Runs before the socket field is dropped: reported, then closed.
-        self.closes.closed();
-    }
-}
-
-/// Reports closed connections to the manager.
-#[derive(Debug)]
-struct Closes {
-    /// The channel to the manager.
-    channel: Arc<AsyncFd<OwnedFd>>,
-    /// Closes not reported yet because the channel was full.
-    count: AtomicU64,
-    /// Wakes the task that reports those.
-    wake: Notify,
-}
-
-impl Closes {
-    fn new(channel: Arc<AsyncFd<OwnedFd>>) -> Closes {
-        Closes {
-            channel,
-            count: AtomicU64::new(0),
-            wake: Notify::new(),
-        }
-    }
-
-    /// One more connection is closed. Said at once, without waiting: a
-    /// report that lags lets the client's next connection find this worker
-    /// counted as busy (or another counted as idle). If the channel is full,
-    /// or reports are already waiting, the reporting task sends it with them.
-    fn closed(&self) {
-        if self.count.load(Ordering::Relaxed) == 0 && send(&self.channel, "CLOSED=1").is_ok() {
-            return;
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-}
+/// Whether this process has taken its channel with [`Listener::from_env`].
+static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The worker's end of its channel to the manager.
 pub struct Listener {
     /// The channel, for messages to the manager.
-    channel: std::sync::Arc<AsyncFd<OwnedFd>>,
+    channel: Arc<AsyncFd<OwnedFd>>,
     /// Connections read by the reader task, in the order they were sent.
     incoming: Mutex<mpsc::Receiver<io::Result<Connection>>>,
     /// Turns true when the manager asks us to shut down.
     shutdown: watch::Receiver<bool>,
+    /// Turns true when `accept` has returned its last connection.
+    drained: watch::Sender<bool>,
+    /// How many connections nobody has read from yet.
+    unread: Arc<watch::Sender<usize>>,
     /// Reads the channel; stopped when the listener is dropped.
     reader: JoinHandle<()>,
     /// Sends heartbeats when the manager asks for them; stopped on drop.
@@ -173,80 +152,128 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Takes the channel named by `SOCKHERD_CHANNEL_FD`. Must be called inside
-    /// a tokio runtime; call it once.
+    /// Takes the channel the manager gave this process
+    /// (`SOCKHERD_CHANNEL_FD`), and sends heartbeats if it asks for them
+    /// (`SOCKHERD_HEARTBEAT_USEC`). Must be called inside a tokio runtime.
+    ///
+    /// Succeeds once per process; see [the crate docs](crate#one-owner-of-the-channel)
+    /// for what is checked first. A failed check leaves the descriptor as it
+    /// was.
     pub fn from_env() -> io::Result<Listener> {
-        let fd: RawFd = std::env::var("SOCKHERD_CHANNEL_FD")
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "SOCKHERD_CHANNEL_FD is not set: run this program under `sockherd serve`",
-                )
-            })?
-            .parse()
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "SOCKHERD_CHANNEL_FD is not a number",
-                )
-            })?;
-        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("SOCKHERD_CHANNEL_FD={fd} is not an open descriptor"),
-            ));
+        use protocol::{SOCKHERD_CHANNEL_FD, SOCKHERD_HEARTBEAT_USEC};
+        let taken = || {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the sockherd channel was already taken: call Listener::from_env once per process",
+            )
+        };
+        if TAKEN.load(Ordering::Acquire) {
+            return Err(taken());
         }
-        // SAFETY: the manager gave this descriptor to us alone; it was just
-        // checked to be open, and from here on the listener owns it.
+        let value = std::env::var(SOCKHERD_CHANNEL_FD).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{SOCKHERD_CHANNEL_FD} is not set: run this program under `sockherd serve`"
+                ),
+            )
+        })?;
+        let fd: RawFd = value.parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{SOCKHERD_CHANNEL_FD}={value:?} is not a descriptor number"),
+            )
+        })?;
+        check_protocol(std::env::var_os(protocol::SOCKHERD_PROTOCOL))?;
+        channel::check(fd, &format!("{SOCKHERD_CHANNEL_FD}={fd}"))?;
+        in_runtime()?;
+        if TAKEN.swap(true, Ordering::AcqRel) {
+            return Err(taken());
+        }
+        // SAFETY: the manager gave this descriptor to this process alone, it
+        // was just checked to be an open seqpacket socket, and TAKEN makes
+        // this the only place that ever takes it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )?;
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )?;
-        // SAFETY: the AsyncFd owns the fd, so it stays open while registered.
-        let channel =
-            std::sync::Arc::new(unsafe { AsyncFd::register(owned) }.map_err(io::Error::from)?);
-        let (conn_tx, conn_rx) = mpsc::channel(QUEUE);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let closed = Arc::new(Closes::new(Arc::clone(&channel)));
-        let reader = tokio::spawn(read_channel(
-            std::sync::Arc::clone(&channel),
-            conn_tx,
-            shutdown_tx,
-            Arc::clone(&closed),
-        ));
-        let closes = tokio::spawn(report_closes(closed));
-        let heartbeat = std::env::var("SOCKHERD_HEARTBEAT_USEC")
+        let heartbeat = std::env::var(SOCKHERD_HEARTBEAT_USEC)
             .ok()
             .and_then(|usec| usec.parse::<u64>().ok())
             .filter(|usec| *usec > 0)
-            .map(|usec| {
-                tokio::spawn(beat(
-                    std::sync::Arc::clone(&channel),
-                    Duration::from_micros(usec),
-                ))
-            });
+            .map(Duration::from_micros);
+        Listener::start(owned, heartbeat)
+    }
+
+    /// Takes a channel you own: one end of a `SOCK_SEQPACKET` socket pair
+    /// whose other end speaks for the manager (a test can play the manager
+    /// this way). Reads no environment and sends no heartbeats by itself.
+    /// Must be called inside a tokio runtime. On error the descriptor is
+    /// closed.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+        channel::check(
+            fd.as_raw_fd(),
+            &format!("the channel (fd {})", fd.as_raw_fd()),
+        )?;
+        in_runtime()?;
+        Listener::start(fd, None)
+    }
+
+    /// Starts the listener's tasks on a checked channel.
+    fn start(fd: OwnedFd, heartbeat: Option<Duration>) -> io::Result<Listener> {
+        let raw = fd.as_raw_fd();
+        nix::fcntl::fcntl(
+            raw,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+        nix::fcntl::fcntl(
+            raw,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        // SAFETY: the AsyncFd owns the fd, so it stays open while registered.
+        let channel = Arc::new(unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?);
+        let (conn_tx, conn_rx) = mpsc::channel(QUEUE);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let closes = Arc::new(Closes::new(Arc::clone(&channel)));
+        let unread = Arc::new(watch::Sender::new(0));
+        let reader = tokio::spawn(read_channel(
+            Arc::clone(&channel),
+            conn_tx,
+            shutdown_tx,
+            Arc::clone(&closes),
+            Arc::clone(&unread),
+        ));
+        let heartbeat = heartbeat.map(|every| tokio::spawn(beat(Arc::clone(&channel), every)));
         Ok(Listener {
             channel,
             incoming: Mutex::new(conn_rx),
             shutdown: shutdown_rx,
+            drained: watch::Sender::new(false),
+            unread,
             reader,
             heartbeat,
-            closes,
+            closes: tokio::spawn(connection::report_closes(closes)),
         })
     }
 
-    /// The next connection; `None` once the manager asked us to shut down and
-    /// every connection handed over before that has been returned.
+    /// The next connection; `None` once the manager asked this worker to shut
+    /// down and every connection handed over before that has been returned
+    /// (or once the manager is gone).
+    ///
+    /// An error is about one connection, which is already closed and
+    /// reported (say the process is out of descriptors): call `accept` again
+    /// for the next. An error reading the channel itself comes once, and
+    /// `None` after it.
     pub async fn accept(&self) -> io::Result<Option<Connection>> {
-        self.incoming.lock().await.recv().await.transpose()
+        match self.incoming.lock().await.recv().await {
+            Some(next) => next.map(Some),
+            None => {
+                self.drained.send_replace(true);
+                Ok(None)
+            }
+        }
     }
 
-    /// Resolves once the manager has asked this worker to shut down.
+    /// Resolves once the manager has asked this worker to shut down
+    /// (connections handed over before that may still wait in
+    /// [`Listener::accept`]).
     pub async fn shutdown_requested(&self) {
         let mut shutdown = self.shutdown.clone();
         let _ = shutdown.wait_for(|asked| *asked).await;
@@ -255,6 +282,25 @@ impl Listener {
     /// Whether the manager has asked this worker to shut down.
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// A future that owns what it needs, for axum's
+    /// `with_graceful_shutdown`: it resolves once the manager has asked this
+    /// worker to shut down, [`Listener::accept`] has returned every
+    /// connection handed over before that (it returned `None`), and every
+    /// accepted connection has been read from — or 1 s after that, for a
+    /// client that connects and sends nothing. So a connection handed over
+    /// just before the shutdown request still gets its first request served,
+    /// rather than being taken for idle and closed. Connections turned into
+    /// plain streams ([`Connection::into_tcp`]) are not waited for. It also
+    /// resolves when the listener is dropped.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut drained = self.drained.subscribe();
+        let mut unread = self.unread.subscribe();
+        async move {
+            let _ = drained.wait_for(|drained| *drained).await;
+            let _ = tokio::time::timeout(FIRST_REQUEST_GRACE, unread.wait_for(|n| *n == 0)).await;
+        }
     }
 
     /// Tells the manager this worker accepts connections now.
@@ -275,7 +321,16 @@ impl Listener {
 
     /// Sends raw `KEY=VALUE` lines, `sd_notify` style (e.g. `STATUS=warming up`).
     pub fn notify(&self, message: &str) -> io::Result<()> {
-        send(&self.channel, message)
+        channel::send(&self.channel, message)
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("channel", &self.channel.get_ref().as_raw_fd())
+            .field("shutting_down", &self.is_shutting_down())
+            .finish_non_exhaustive()
     }
 }
 
@@ -289,49 +344,41 @@ impl Drop for Listener {
     }
 }
 
-/// Sends the closes [`Closes::closed`] could not: one message per wake-up,
-/// carrying every close since the last. Ends when the manager is gone.
-async fn report_closes(closes: Arc<Closes>) {
-    let channel = &closes.channel;
-    let mut unsent = 0u64;
-    loop {
-        if unsent == 0 {
-            closes.wake.notified().await;
-        }
-        unsent += closes.count.swap(0, Ordering::Relaxed);
-        if unsent == 0 {
-            continue;
-        }
-        match send(channel, &format!("CLOSED={unsent}")) {
-            Ok(()) => unsent = 0,
-            // The manager is not reading right now: keep the count and try
-            // again once the channel has room.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match channel.writable().await {
-                Ok(mut guard) => guard.clear_ready(),
-                Err(_) => return,
-            },
-            Err(_) => return,
-        }
+/// Checks the value of `SOCKHERD_PROTOCOL`.
+fn check_protocol(value: Option<std::ffi::OsString>) -> io::Result<()> {
+    use protocol::SOCKHERD_PROTOCOL;
+    let Some(value) = value else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{SOCKHERD_PROTOCOL} is not set: this worker speaks sockherd protocol {PROTOCOL_VERSION}; run it under `sockherd serve`"),
+        ));
+    };
+    if value.to_str().and_then(|v| v.parse::<u32>().ok()) == Some(PROTOCOL_VERSION) {
+        return Ok(());
     }
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{SOCKHERD_PROTOCOL}={:?}: this worker speaks sockherd protocol {PROTOCOL_VERSION} only",
+            value.to_string_lossy()
+        ),
+    ))
 }
 
-fn send(channel: &AsyncFd<OwnedFd>, message: &str) -> io::Result<()> {
-    let iov = [IoSlice::new(message.as_bytes())];
-    sendmsg::<UnixAddr>(
-        channel.get_ref().as_raw_fd(),
-        &iov,
-        &[],
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    Ok(())
+/// Fails unless called inside a tokio runtime, which the listener's tasks need.
+fn in_runtime() -> io::Result<()> {
+    tokio::runtime::Handle::try_current()
+        .map(drop)
+        .map_err(|_| {
+            io::Error::other("a sockherd Listener needs a tokio runtime: create it inside one")
+        })
 }
 
-async fn beat(channel: std::sync::Arc<AsyncFd<OwnedFd>>, every: Duration) {
+async fn beat(channel: Arc<AsyncFd<OwnedFd>>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
-        if send(&channel, "WATCHDOG=1").is_err() {
+        if channel::send(&channel, "WATCHDOG=1").is_err() {
             return;
         }
     }
@@ -339,40 +386,46 @@ async fn beat(channel: std::sync::Arc<AsyncFd<OwnedFd>>, every: Duration) {
 
 /// The worker id the manager gave us (`SOCKHERD_WORKER_ID`), if any.
 pub fn worker_id() -> Option<u32> {
-    std::env::var("SOCKHERD_WORKER_ID").ok()?.parse().ok()
+    std::env::var(protocol::SOCKHERD_WORKER_ID)
+        .ok()?
+        .parse()
+        .ok()
 }
 
-enum Received {
-    Conn(String, OwnedFd),
-    Shutdown,
-    Other,
-    Closed,
-}
-
+/// Reads the channel until the manager asks us to shut down or goes away,
+/// queueing each connection for [`Listener::accept`].
 async fn read_channel(
-    channel: std::sync::Arc<AsyncFd<OwnedFd>>,
+    channel: Arc<AsyncFd<OwnedFd>>,
     conns: mpsc::Sender<io::Result<Connection>>,
     shutdown: watch::Sender<bool>,
     closes: Arc<Closes>,
+    unread: Arc<watch::Sender<usize>>,
 ) {
     loop {
         let received = match channel.readable().await {
-            Ok(mut guard) => match guard.try_io(|fd| receive(fd.get_ref().as_raw_fd())) {
+            Ok(mut guard) => match guard.try_io(|fd| channel::receive(fd.get_ref().as_raw_fd())) {
                 Ok(result) => result,
                 Err(_would_block) => continue,
             },
             Err(e) => Err(e),
         };
         match received {
-            Ok(Received::Conn(socket, fd)) => {
-                let conn = into_stream(fd, &closes).map(|stream| Connection { stream, socket });
+            Ok(channel::Received::Conn(name, fd)) => {
+                let conn = match fd {
+                    Ok(fd) => Connection::new(fd, name, &closes, &unread),
+                    Err(e) => {
+                        // The manager counted it as handed over.
+                        closes.closed();
+                        Err(e)
+                    }
+                };
                 if conns.send(conn).await.is_err() {
                     return;
                 }
             }
-            Ok(Received::Other) => {}
+            Ok(channel::Received::Other) => {}
             // The manager is gone or wants us gone: no more connections will come.
-            Ok(Received::Shutdown) | Ok(Received::Closed) => {
+            Ok(channel::Received::Shutdown) | Ok(channel::Received::Closed) => {
                 let _ = shutdown.send(true);
                 return;
             }
@@ -381,109 +434,6 @@ async fn read_channel(
                 let _ = shutdown.send(true);
                 return;
             }
-        }
-    }
-}
-
-fn receive(fd: RawFd) -> io::Result<Received> {
-    let mut buf = [0u8; MAX_MESSAGE];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = cmsg_space!([RawFd; 4]);
-    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-    let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut space), flags)?;
-    let mut fds = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            // SAFETY: the kernel just installed these fds for this process.
-            fds.extend(
-                received
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    let len = msg.bytes;
-    if len == 0 {
-        return Ok(Received::Closed);
-    }
-    let text = String::from_utf8_lossy(&buf[..len]);
-    for line in text.lines() {
-        match line.split_once('=') {
-            Some(("CONN", name)) => {
-                if let Some(fd) = fds.pop() {
-                    return Ok(Received::Conn(name.to_owned(), fd));
-                }
-            }
-            Some(("SHUTDOWN", "1")) => return Ok(Received::Shutdown),
-            _ => {}
-        }
-    }
-    Ok(Received::Other)
-}
-
-/// Wraps a connection the manager handed over. From here on its close is
-/// reported, also when this fails and the connection is closed at once.
-fn into_stream(fd: OwnedFd, closes: &Arc<Closes>) -> io::Result<Stream> {
-    let socket = match getsockname::<SockaddrStorage>(fd.as_raw_fd()) {
-        Ok(addr) if addr.family() == Some(AddressFamily::Unix) => {
-            let std = std::os::unix::net::UnixStream::from(fd);
-            std.set_nonblocking(true)
-                .and_then(|()| UnixStream::from_std(std))
-                .map(Socket::Unix)
-        }
-        Ok(_) => {
-            let std = std::net::TcpStream::from(fd);
-            std.set_nonblocking(true)
-                .and_then(|()| TcpStream::from_std(std))
-                .map(Socket::Tcp)
-        }
-        Err(e) => Err(e.into()),
-    };
-    if socket.is_err() {
-        closes.closed();
-    }
-    Ok(Stream {
-        socket: socket?,
-        closes: Arc::clone(closes),
-    })
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().socket {
-            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().socket {
-            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().socket {
-            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().socket {
-            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

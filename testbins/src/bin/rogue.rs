@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sockherd_worker::{Listener, Stream};
+use sockherd_worker::{Connection, Listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const USAGE: &str = "usage: rogue serve|garbage|oversized|empty-message|crash-at-start|stopping-after N|ignore-shutdown|never-ready|bloat KIB|deaf DIR";
@@ -114,11 +114,8 @@ async fn run(mode: Mode) -> io::Result<()> {
     let mut served = 0;
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     while let Some(conn) = listener.accept().await? {
-        answer(
-            conn.stream,
-            &format!("hello from {me} on {}\n", conn.socket),
-        )
-        .await;
+        let body = format!("hello from {me} on {}\n", conn.socket_name());
+        answer(conn, &body).await;
         served += 1;
         match &mode {
             Mode::Garbage if served == 1 => listener.notify("hello")?,
@@ -176,7 +173,7 @@ fn go_deaf(listener: &Listener, silence: &Path) -> io::Error {
 
 /// Reads one request head and answers it; errors and heads over 16 KiB just
 /// end the connection.
-async fn answer(mut stream: Stream, body: &str) {
+async fn answer(mut stream: Connection, body: &str) {
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {

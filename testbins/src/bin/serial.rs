@@ -52,7 +52,7 @@ async fn native(body: &str) -> io::Result<()> {
     let listener = sockherd_worker::Listener::from_env()?;
     listener.ready()?;
     while let Some(conn) = listener.accept().await? {
-        let mut stream = conn.stream;
+        let mut stream = conn;
         let mut head = Vec::with_capacity(1024);
         let mut chunk = [0u8; 4096];
         let complete = loop {

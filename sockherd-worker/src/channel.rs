@@ -1,0 +1,131 @@
+//! The channel itself: checking that a descriptor is one before it is
+//! trusted, and sending and receiving its messages (`KEY=VALUE` lines, one
+//! `sendmsg` each, a connection riding along as `SCM_RIGHTS`).
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::cmsg_space;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    getsockopt, recvmsg, sendmsg, sockopt, ControlMessageOwned, MsgFlags, SockType, UnixAddr,
+};
+use tokio::io::unix::AsyncFd;
+
+use crate::protocol::MAX_MESSAGE;
+
+/// Checks that `fd` is an open `SOCK_SEQPACKET` socket, as a channel is;
+/// `what` names it in the error. Reads only: the descriptor is not changed.
+pub(crate) fn check(fd: RawFd, what: &str) -> io::Result<()> {
+    let hint = "run this program under `sockherd serve`";
+    if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{what} is not an open descriptor: {hint}"),
+        ));
+    }
+    // SAFETY: just checked to be open, and only borrowed for this call.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    match getsockopt(&borrowed, sockopt::SockType) {
+        Ok(SockType::SeqPacket) => Ok(()),
+        Ok(other) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} is a {other:?} socket, not SOCK_SEQPACKET: {hint}"),
+        )),
+        Err(Errno::ENOTSOCK) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} is not a socket: {hint}"),
+        )),
+        Err(e) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what}: cannot tell its socket type ({e}): {hint}"),
+        )),
+    }
+}
+
+/// Sends one message without waiting; `WouldBlock` if the channel is full.
+pub(crate) fn send(channel: &AsyncFd<OwnedFd>, message: &str) -> io::Result<()> {
+    let iov = [IoSlice::new(message.as_bytes())];
+    sendmsg::<UnixAddr>(
+        channel.get_ref().as_raw_fd(),
+        &iov,
+        &[],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+/// What one message from the manager meant.
+pub(crate) enum Received {
+    /// `CONN=<name>` and its connection, or why the connection did not come
+    /// with it.
+    Conn(String, io::Result<OwnedFd>),
+    /// `SHUTDOWN=1`.
+    Shutdown,
+    /// Nothing this version acts on.
+    Other,
+    /// The manager closed its end.
+    Closed,
+}
+
+/// Receives one message without waiting; `WouldBlock` if there is none.
+pub(crate) fn receive(fd: RawFd) -> io::Result<Received> {
+    let mut buf = [0u8; MAX_MESSAGE];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = cmsg_space!([RawFd; 4]);
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+    let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut space), flags)?;
+    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: the kernel just installed these fds for this process.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let len = msg.bytes;
+    // Seqpacket carries messages of zero bytes too, which mean nothing: a
+    // read of nothing is the end only if the manager hung up.
+    if len == 0 && hung_up(fd) {
+        return Ok(Received::Closed);
+    }
+    let text = String::from_utf8_lossy(&buf[..len]);
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("CONN", name)) => {
+                let fd = fds.pop().ok_or_else(|| {
+                    io::Error::other(if truncated {
+                        format!("a connection on {name:?} was lost on its way: this process is out of file descriptors")
+                    } else {
+                        format!("a connection on {name:?} arrived without its descriptor")
+                    })
+                });
+                return Ok(Received::Conn(name.to_owned(), fd));
+            }
+            Some(("SHUTDOWN", "1")) => return Ok(Received::Shutdown),
+            _ => {}
+        }
+    }
+    Ok(Received::Other)
+}
+
+/// Whether the other end of the channel is closed; if that cannot be told,
+/// it is taken as closed.
+fn hung_up(fd: RawFd) -> bool {
+    let mut poll = nix::libc::pollfd {
+        fd,
+        events: nix::libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; no waiting.
+    match unsafe { nix::libc::poll(&mut poll, 1, 0) } {
+        0 => false,
+        1 => poll.revents & (nix::libc::POLLHUP | nix::libc::POLLRDHUP) != 0,
+        _ => true,
+    }
+}
