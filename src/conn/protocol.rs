@@ -1,15 +1,8 @@
-//! The native protocol's constants, shared by the manager's channel and its
-//! parser of what workers say (`docs/protocol.md`).
+//! The native protocol's constants (`docs/protocol.md`), defined once for the
+//! manager and the worker crate: the manager sets what `sockherd-worker`
+//! reads, so both take them from `sockherd_worker::protocol`.
 
-/// The fd number of the channel in every worker (`SOCKHERD_CHANNEL_FD`), and
-/// of the first listening socket of a shared-accept worker
-/// (`SD_LISTEN_FDS_START`).
-pub(crate) const CHANNEL_FD: i32 = 3;
-
-/// The version of the protocol described in `docs/protocol.md`, given to
-/// workers as `SOCKHERD_PROTOCOL`.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
-
-/// The largest message either side may send. A worker that sends a larger one
-/// is misbehaving; we read one byte more than this to notice.
-pub const MAX_MESSAGE: usize = 4096;
+pub use sockherd_worker::protocol::{
+    CHANNEL_FD, MAX_MESSAGE, NODE_APP_INSTANCE, PROTOCOL_VERSION, SOCKHERD_APP,
+    SOCKHERD_CHANNEL_FD, SOCKHERD_HEARTBEAT_USEC, SOCKHERD_PROTOCOL, SOCKHERD_WORKER_ID,
+};

@@ -34,7 +34,7 @@ use super::channel::{self, Channel, SendError};
 use super::node;
 use super::notice::{Garbage, Notice};
 use super::peer::{Peer, Refused};
-use super::protocol::{CHANNEL_FD, PROTOCOL_VERSION};
+use super::protocol::{CHANNEL_FD, PROTOCOL_VERSION, SOCKHERD_CHANNEL_FD, SOCKHERD_PROTOCOL};
 use super::shared::{self, Shared};
 use super::socket::Socket;
 
@@ -82,8 +82,8 @@ impl Protocol {
             Protocol::Native => {
                 let (manager, worker) = channel::pair(SockType::SeqPacket)?;
                 let env = vec![
-                    ("SOCKHERD_CHANNEL_FD", CHANNEL_FD.to_string()),
-                    ("SOCKHERD_PROTOCOL", PROTOCOL_VERSION.to_string()),
+                    (SOCKHERD_CHANNEL_FD, CHANNEL_FD.to_string()),
+                    (SOCKHERD_PROTOCOL, PROTOCOL_VERSION.to_string()),
                 ];
                 (manager, worker, env)
             }

@@ -27,7 +27,9 @@ use std::process::Stdio;
 use nix::libc;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
-use crate::conn::protocol::CHANNEL_FD;
+use crate::conn::protocol::{
+    CHANNEL_FD, NODE_APP_INSTANCE, SOCKHERD_APP, SOCKHERD_HEARTBEAT_USEC, SOCKHERD_WORKER_ID,
+};
 use crate::conn::shared::EXEC_LISTEN;
 use crate::conn::transport::{End, Protocol};
 
@@ -122,15 +124,15 @@ pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
     for var in STRIPPED {
         cmd.env_remove(var);
     }
-    cmd.env("SOCKHERD_WORKER_ID", id.to_string())
-        .env("NODE_APP_INSTANCE", id.to_string())
-        .env("SOCKHERD_APP", &spec.app);
+    cmd.env(SOCKHERD_WORKER_ID, id.to_string())
+        .env(NODE_APP_INSTANCE, id.to_string())
+        .env(SOCKHERD_APP, &spec.app);
     for (var, value) in &wiring.env {
         cmd.env(var, value);
     }
     match spec.heartbeat_interval {
-        Some(every) => cmd.env("SOCKHERD_HEARTBEAT_USEC", every.as_micros().to_string()),
-        None => cmd.env_remove("SOCKHERD_HEARTBEAT_USEC"),
+        Some(every) => cmd.env(SOCKHERD_HEARTBEAT_USEC, every.as_micros().to_string()),
+        None => cmd.env_remove(SOCKHERD_HEARTBEAT_USEC),
     };
     if let (true, Some(every)) = (wiring.own_pid, spec.heartbeat_interval) {
         // systemd's meaning: the timeout itself; sd_watchdog_enabled() users
