@@ -18,8 +18,13 @@
 //! ([`crate::conn::shared`]) and no accept loop runs. A socket named `metrics`
 //! is never a dispatch socket nor passed to workers, whatever the policy.
 
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::{spawn_local, LocalSet};
@@ -37,6 +42,7 @@ use crate::metrics;
 use crate::pool::backoff::Limit;
 use crate::pool::launch::Processes;
 use crate::pool::report::Handle;
+use crate::pool::settings::Configured;
 use crate::pool::spawn::{self, Spec};
 use crate::pool::{Outcome, Pool, Reconfigure, Settings, REAP_GRACE};
 use crate::shutdown::Shutdown;
@@ -48,6 +54,9 @@ use crate::systemd::{status, watchdog};
 
 /// The name of the socket that serves metrics instead of being dispatched.
 const METRICS: &str = "metrics";
+
+/// How long a reload waits for the config file to be read.
+const REREAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything checked before anything starts, so bad input is one clear line.
 pub(crate) struct Prepared {
@@ -71,7 +80,7 @@ pub(crate) struct Prepared {
 /// Validates the command line (and config file) and takes the sockets.
 /// Errors are one line each.
 pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
-    let (spec, settings) = configure(args, None)?;
+    let (spec, settings) = configure(args, None, find(args)?)?;
     let passed = activation::take().map_err(|e| format!("socket activation: {e}"))?;
     let listeners =
         match (passed, args.listen.is_empty()) {
@@ -136,9 +145,13 @@ pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
         let app = spec.app.clone();
         let shared = shared.clone();
         Box::new(move || {
-            let (mut spec, settings) = configure(&args, Some(&app))?;
-            share(&mut spec, &settings, shared.as_ref())?;
-            Ok((spec, settings))
+            let (args, app, shared) = (args.clone(), app.clone(), shared.clone());
+            Box::pin(async move {
+                let found = reread(args.clone()).await?;
+                let (mut spec, settings) = configure(&args, Some(&app), found)?;
+                share(&mut spec, &settings, shared.as_ref())?;
+                Ok((spec, settings))
+            }) as Pin<Box<dyn Future<Output = Configured>>>
         }) as Reconfigure
     });
     Ok(Prepared {
@@ -184,18 +197,59 @@ fn share(spec: &mut Spec, settings: &Settings, shared: Option<&Rc<Shared>>) -> R
     }
 }
 
-/// Flags, then the config file over them: what to run and how. `app` is the
-/// name fixed at start (a reload cannot rename the app).
-fn configure(args: &Serve, app: Option<&str>) -> Result<(Spec, Settings), String> {
+/// What configuring takes from the filesystem: the config file, and the
+/// worker program it or the flags name, found in `PATH`.
+struct Found {
+    file: config::Overrides,
+    /// The command as given: the program, then its arguments.
+    command: Vec<OsString>,
+    /// The program, resolved.
+    program: PathBuf,
+}
+
+/// Reads what [`configure`] needs from the filesystem. It may block (a slow
+/// disk, a hung network mount), so a reload runs it off the event loop.
+fn find(args: &Serve) -> Result<Found, String> {
     let file = match &args.config {
         Some(path) => config::load(path)?,
         None => config::Overrides::default(),
     };
     let command = file.command.clone().unwrap_or_else(|| args.command.clone());
+    let given = command
+        .first()
+        .ok_or("no worker command: give it after -- (or as `command` in --config)")?;
+    let program = spawn::resolve(given)?;
+    Ok(Found {
+        file,
+        command,
+        program,
+    })
+}
+
+/// [`find`] for a reload: on a blocking thread, within [`REREAD_TIMEOUT`].
+async fn reread(args: Serve) -> Result<Found, String> {
+    let finding = tokio::task::spawn_blocking(move || find(&args));
+    match tokio::time::timeout(REREAD_TIMEOUT, finding).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => Err(format!("cannot read the config file: {e}")),
+        Err(_) => Err(format!(
+            "reading the config file took more than {}s",
+            REREAD_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Flags, then the config file over them: what to run and how. `app` is the
+/// name fixed at start (a reload cannot rename the app).
+fn configure(args: &Serve, app: Option<&str>, found: Found) -> Result<(Spec, Settings), String> {
+    let Found {
+        file,
+        command,
+        program,
+    } = found;
     let (given, rest) = command
         .split_first()
         .ok_or("no worker command: give it after -- (or as `command` in --config)")?;
-    let program = spawn::resolve(given)?;
     let kill_timeout = file.kill_timeout.unwrap_or(args.kill_timeout);
     let protocol = match node::mode(args.node.protocol, given, &program) {
         Some(mode) => Protocol::Node(Rc::new(node::App::new(

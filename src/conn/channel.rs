@@ -94,8 +94,12 @@ impl Channel {
         match sendmsg::<UnixAddr>(self.raw_fd(), &iov, cmsg, flags, None) {
             Ok(_) => Ok(()),
             // ETOOMANYREFS: the kernel's cap on descriptors in flight was
-            // hit; the worker is backed up, not gone.
-            Err(Errno::EAGAIN | Errno::ETOOMANYREFS) => Err(SendError::WouldBlock),
+            // hit; ENOBUFS, ENOMEM: the kernel is short of memory for a
+            // moment. The worker is backed up or the system is, not gone:
+            // the connection goes to another worker, or waits.
+            Err(
+                Errno::EAGAIN | Errno::EINTR | Errno::ETOOMANYREFS | Errno::ENOBUFS | Errno::ENOMEM,
+            ) => Err(SendError::WouldBlock),
             Err(_) => Err(SendError::Gone),
         }
     }

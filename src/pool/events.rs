@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use super::backoff::Verdict;
+use super::backoff::{Verdict, STABLE_UPTIME};
 use super::launch::WorkerEvent;
 use super::report::{Event, RequestError};
 use super::state::{Pool, Purpose, Replacement};
@@ -89,16 +89,22 @@ impl Pool {
         }
     }
 
-    /// A worker joined the ring. If it stands in for another, the other goes now.
+    /// A worker joined the ring. If it stands in for another, the other goes
+    /// now, and the slot runs the new one's generation from now on.
     fn on_ready(&mut self, serial: u64) {
         if let Some(at) = self.replacements.iter().position(|r| r.new == serial) {
             let replacement = self.replacements.remove(at);
             let id = replacement.id;
-            if let Some(previous) = self.slots.get(id as usize).map(|s| s.state) {
+            let generation = self.workers.get(&serial).map(|w| w.generation);
+            if let Some(slot) = self.slots.get_mut(id as usize) {
+                let previous = slot.state;
+                slot.state = SlotState::Running(serial);
+                if let Some(generation) = generation {
+                    slot.generation = generation;
+                }
                 if let SlotState::Running(old) = previous {
                     self.drain(old, "replaced");
                 }
-                self.slots[id as usize].state = SlotState::Running(serial);
             } else {
                 // The slot was scaled away meanwhile; the new worker is surplus.
                 self.drain(serial, "scaled down");
@@ -108,14 +114,17 @@ impl Pool {
                     let _ = reply.send(Ok(()));
                 }
                 Purpose::Reload => self.advance_reload(),
-                Purpose::Memory => {}
+                Purpose::Rollback | Purpose::Memory => {}
             }
         }
         self.settle_scale_waits();
     }
 
     /// A worker announced it is going down on its own: it leaves the ring now,
-    /// and its replacement starts now rather than after it is gone.
+    /// and its replacement starts now rather than after it is gone. A worker
+    /// that stops before it ran for [`STABLE_UPTIME`] is counted like a crash:
+    /// its replacement waits the same growing delay, and a slot whose workers
+    /// keep doing it gives up like a crash loop.
     fn on_stopping(&mut self, serial: u64) {
         let Some(worker) = self.workers.get(&serial) else {
             return;
@@ -123,21 +132,48 @@ impl Pool {
         if matches!(worker.state, State::Draining { .. }) || self.stopping {
             return;
         }
-        let id = worker.id;
+        let (id, uptime) = (worker.id, worker.uptime());
         tracing::info!(
             event = "worker-stopping",
             worker_id = id,
             worker_pid = worker.pid,
-            "worker {id} (pid {}) announced it is stopping; starting its replacement",
+            "worker {id} (pid {}) announced it is stopping; replacing it",
             worker.pid
         );
         self.drain(serial, "announced stopping");
-        if self.slot_is(id, serial) {
-            self.slots[id as usize].state = match self.start(id) {
-                Some(new) => SlotState::Running(new),
-                None => self.slots[id as usize].state,
-            };
+        if !self.slot_is(id, serial) {
+            return;
         }
+        if uptime < STABLE_UPTIME {
+            self.crashed(id, uptime);
+            return;
+        }
+        let generation = self.slots[id as usize].generation;
+        if let Some(new) = self.start(id, generation) {
+            self.slots[id as usize].state = SlotState::Running(new);
+        }
+    }
+
+    /// A worker's channel broke under dispatch (`EPIPE`: it shut its end, or
+    /// is dying): it can take no connection and say nothing, so it is killed
+    /// and replaced like a crash.
+    pub(super) fn on_broken(&mut self, serial: u64) {
+        self.dispatcher.leave(serial);
+        let Some(worker) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        if worker.condemned.is_some() {
+            return;
+        }
+        tracing::warn!(
+            event = "worker-channel-broken",
+            worker_id = worker.id,
+            worker_pid = worker.pid,
+            "worker {} (pid {}) no longer takes connections on its channel; replacing it",
+            worker.id,
+            worker.pid
+        );
+        worker.condemn("its channel broke".into());
     }
 
     pub(super) fn on_exit(&mut self, serial: u64, status: ExitStatus) {
@@ -193,7 +229,9 @@ impl Pool {
                     let _ = reply.send(Err(RequestError::Failed(why)));
                 }
                 Purpose::Reload => self.fail_reload(why),
-                Purpose::Memory => tracing::warn!("{why}; the old worker keeps serving"),
+                Purpose::Rollback | Purpose::Memory => {
+                    tracing::warn!("{why}; the old worker keeps serving")
+                }
             }
         } else if !expected && self.slot_is(worker.id, serial) && !self.stopping {
             self.crashed(worker.id, worker.uptime());
@@ -273,7 +311,8 @@ impl Pool {
                 "worker {id} uses {} MiB, over --max-memory; replacing it",
                 rss >> 20
             );
-            if let Some(new) = self.start(id) {
+            let generation = self.slots[id as usize].generation;
+            if let Some(new) = self.start(id, generation) {
                 self.replacements.push(Replacement {
                     id,
                     new,

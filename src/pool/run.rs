@@ -57,7 +57,8 @@ impl Pool {
             tokio::select! {
                 _ = stop.requested() => break Outcome::Stopped,
                 Some(event) = self.worker_events.recv() => self.on_worker_event(event),
-                Some(serial) = self.broken.recv() => self.dispatcher.leave(serial),
+                Some(serial) = self.broken.recv() => self.on_broken(serial),
+                Some(configured) = self.reread.recv() => self.on_reread(configured),
                 Some(request) = self.requests.recv() => self.on_request(request),
                 _ = sample.tick(), if self.settings.max_memory.is_some() => self.sample_memory(),
                 _ = sleep_until(wake) => {}
@@ -140,7 +141,8 @@ impl Pool {
             .map(|s| s.id)
             .collect();
         for id in due {
-            if let Some(serial) = self.start(id) {
+            let generation = self.slots[id as usize].generation;
+            if let Some(serial) = self.start(id, generation) {
                 self.slots[id as usize].state = SlotState::Running(serial);
             }
         }

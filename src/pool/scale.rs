@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::report::{Reply, RequestError};
 use super::state::{Pool, ScaleWait};
-use super::worker::{Slot, SlotState, State};
+use super::worker::{Slot, SlotState, Worker};
 
 impl Pool {
     pub(super) fn scale(&mut self, count: u32, reply: Reply<u32>) {
@@ -34,7 +34,7 @@ impl Pool {
         };
         if count > current {
             for id in current..count {
-                self.slots.push(Slot::new(id, now));
+                self.slots.push(Slot::new(id, self.generation, now));
                 wait.slots.push(id);
             }
         } else {
@@ -81,10 +81,9 @@ impl Pool {
                 .iter()
                 .all(|id| match self.slots.get(*id as usize) {
                     Some(slot) => match slot.state {
-                        SlotState::Running(serial) => self
-                            .workers
-                            .get(&serial)
-                            .is_some_and(|w| w.state == State::Ready),
+                        SlotState::Running(serial) => {
+                            self.workers.get(&serial).is_some_and(Worker::serving)
+                        }
                         SlotState::GaveUp => true,
                         SlotState::Backoff { .. } => false,
                     },

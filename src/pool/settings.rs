@@ -2,6 +2,8 @@
 //! when a crashing slot gives up. From flags and the config file at start;
 //! a reload may bring new ones.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use super::backoff::Limit;
@@ -32,5 +34,9 @@ pub(crate) struct Settings {
     pub max_memory: Option<u64>,
 }
 
-/// Re-reads the config file for a reload: the new command and settings.
-pub(crate) type Reconfigure = Box<dyn Fn() -> Result<(Spec, Settings), String>>;
+/// Re-reads the config file for a reload: the new command and settings, or
+/// why there are none. A future, so that the file is read off the event loop.
+pub(crate) type Reconfigure = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Configured>>>>;
+
+/// What a reload would run: the command and settings, or why they cannot be had.
+pub(crate) type Configured = Result<(Spec, Settings), String>;

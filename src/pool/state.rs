@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::launch::{Launch, WorkerEvent};
 use super::report::{Event, Handle, PoolState, Reply, Request, Snapshot, Status, WorkerInfo};
-use super::settings::{Reconfigure, Settings};
+use super::settings::{Configured, Reconfigure, Settings};
 use super::spawn::Spec;
 use super::worker::{Slot, SlotState, State, Worker};
 use crate::conn::dispatch::{Dispatcher, Route};
@@ -22,10 +22,15 @@ use crate::conn::dispatch::{Dispatcher, Route};
 /// Why a new worker is being started next to an old one.
 pub(crate) enum Purpose {
     Reload,
+    /// A failed reload takes back a slot it had already moved.
+    Rollback,
     Restart(Reply<()>),
     /// The old worker grew past `--max-memory`.
     Memory,
 }
+
+/// The generation the workers started first run.
+const FIRST_GENERATION: u32 = 1;
 
 /// A new worker standing in for slot `id`'s current one once it is ready.
 pub(crate) struct Replacement {
@@ -34,12 +39,16 @@ pub(crate) struct Replacement {
     pub purpose: Purpose,
 }
 
-/// A rolling reload under way.
+/// A rolling reload under way. What it rolls out is kept here, not in the
+/// pool's own spec and settings, until every slot runs it: a reload that
+/// fails leaves no trace.
 pub(crate) struct Reload {
     /// Slots still to be replaced, in order.
     pub queue: VecDeque<u32>,
     /// The generation being rolled out.
     pub generation: u32,
+    /// Its command and settings; `None` while the config file is being read.
+    pub next: Option<(Spec, Settings)>,
     pub reply: Option<Reply<u32>>,
 }
 
@@ -71,6 +80,9 @@ pub(crate) struct Pool {
     pub(super) worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
     /// Workers whose channel broke under dispatch.
     pub(super) broken: mpsc::UnboundedReceiver<u64>,
+    /// The config file re-read for a reload, when it has been.
+    pub(super) reread_tx: mpsc::UnboundedSender<Configured>,
+    pub(super) reread: mpsc::UnboundedReceiver<Configured>,
     pub(super) requests: mpsc::UnboundedReceiver<Request>,
     snapshot: watch::Sender<Snapshot>,
     pub(super) events: broadcast::Sender<Event>,
@@ -99,16 +111,19 @@ impl Pool {
     ) -> (Pool, Handle) {
         let (worker_events_tx, worker_events) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
+        let (reread_tx, reread) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(256);
         let now = Instant::now();
-        let slots = (0..settings.workers).map(|id| Slot::new(id, now)).collect();
+        let slots = (0..settings.workers)
+            .map(|id| Slot::new(id, FIRST_GENERATION, now))
+            .collect();
         let (snapshot, snapshot_rx) = watch::channel(Snapshot {
             app: spec.app.clone(),
             target: settings.workers,
             ready: 0,
             state: PoolState::Starting,
             restarts: 0,
-            generation: 1,
+            generation: FIRST_GENERATION,
             gave_up: Vec::new(),
             policy: settings.policy.name().to_owned(),
         });
@@ -128,11 +143,13 @@ impl Pool {
             worker_events_tx,
             worker_events,
             broken,
+            reread_tx,
+            reread,
             requests,
             snapshot,
             events,
             next_serial: 1,
-            generation: 1,
+            generation: FIRST_GENERATION,
             replacements: Vec::new(),
             reload: None,
             scale_waits: Vec::new(),
@@ -143,19 +160,25 @@ impl Pool {
         (pool, handle)
     }
 
-    /// Starts a process for slot `id` in the current generation and returns
-    /// its serial; the caller decides what it stands for. A failure to start
-    /// counts as a crash of the slot.
-    pub(super) fn start(&mut self, id: u32) -> Option<u64> {
+    /// Starts a process for slot `id` running `generation`'s command (the
+    /// serving one, or that of the reload under way) and returns its serial;
+    /// the caller decides what it stands for. A failure to start counts as a
+    /// crash of the slot.
+    pub(super) fn start(&mut self, id: u32, generation: u32) -> Option<u64> {
         let serial = self.next_serial;
         self.next_serial += 1;
-        let launched = self.launcher.launch(
-            &self.spec,
-            id,
-            serial,
-            &self.worker_events_tx,
-            &self.dispatcher,
-        );
+        let (spec, settings) = match &self.reload {
+            Some(Reload {
+                generation: rolled_out,
+                next: Some((spec, settings)),
+                ..
+            }) if *rolled_out == generation => (spec, settings),
+            _ => (&self.spec, &self.settings),
+        };
+        let deadline = Instant::now() + settings.ready_timeout;
+        let launched =
+            self.launcher
+                .launch(spec, id, serial, &self.worker_events_tx, &self.dispatcher);
         let launched = match launched {
             Ok(launched) => launched,
             Err(e) => {
@@ -170,8 +193,7 @@ impl Pool {
         };
         let pid = launched.process.pid;
         let route = Rc::new(Route::new(serial, id, launched.transport));
-        let deadline = Instant::now() + self.settings.ready_timeout;
-        let worker = Worker::new(id, serial, launched.process, route, deadline);
+        let worker = Worker::new(id, serial, generation, launched.process, route, deadline);
         tracing::info!(
             event = "worker-started",
             worker_id = id,
@@ -247,10 +269,9 @@ impl Pool {
             .slots
             .iter()
             .filter(|s| match s.state {
-                SlotState::Running(serial) => self
-                    .workers
-                    .get(&serial)
-                    .is_some_and(|w| w.state == State::Ready),
+                SlotState::Running(serial) => {
+                    self.workers.get(&serial).is_some_and(Worker::serving)
+                }
                 _ => false,
             })
             .count() as u32;

@@ -25,7 +25,7 @@ use tokio::time::advance;
 use super::backoff::Limit;
 use super::launch::{Launch, Launched, WorkerEvent};
 use super::report::{Event, Handle, PoolState, Request, RequestError, Snapshot};
-use super::settings::Settings;
+use super::settings::{Reconfigure, Settings};
 use super::spawn::Spec;
 use super::usage::Usage;
 use super::worker::Process;
@@ -41,6 +41,8 @@ use crate::shutdown::Shutdown;
 struct Fake {
     id: u32,
     serial: u64,
+    /// The program it was started as: which generation's command.
+    program: String,
     /// The worker's end of its channel: what the manager sent it.
     channel: OwnedFd,
     /// Signals the manager sent it.
@@ -62,7 +64,7 @@ struct FakeLauncher(Rc<Launches>);
 impl Launch for FakeLauncher {
     fn launch(
         &self,
-        _spec: &Spec,
+        spec: &Spec,
         id: u32,
         serial: u64,
         events: &mpsc::UnboundedSender<WorkerEvent>,
@@ -78,6 +80,7 @@ impl Launch for FakeLauncher {
         self.0.started.borrow_mut().push(Fake {
             id,
             serial,
+            program: spec.program.display().to_string(),
             channel: worker,
             signals: signals_rx,
         });
@@ -89,6 +92,17 @@ impl Launch for FakeLauncher {
             },
             transport: Transport::Native(Rc::new(Channel::new(manager)?)),
         })
+    }
+}
+
+/// What to run: only the program matters to the fake launcher.
+fn spec(program: &str) -> Spec {
+    Spec {
+        app: "test".into(),
+        program: program.into(),
+        args: Vec::new(),
+        heartbeat_interval: None,
+        protocol: Protocol::Native,
     }
 }
 
@@ -122,20 +136,26 @@ struct Rig {
 impl Rig {
     /// Starts a pool with `settings` and lets it launch its first workers.
     async fn start(settings: Settings) -> Rig {
+        Rig::start_with(settings, None).await
+    }
+
+    /// Starts a pool whose reloads re-read a config file that says `next`.
+    async fn start_reconfigured(settings: Settings, next: Result<(Spec, Settings), String>) -> Rig {
+        let reconfigure: Reconfigure = Box::new(move || {
+            let next = next.clone();
+            Box::pin(async move { next })
+        });
+        Rig::start_with(settings, Some(reconfigure)).await
+    }
+
+    async fn start_with(settings: Settings, reconfigure: Option<Reconfigure>) -> Rig {
         let launches = Rc::new(Launches::default());
         let (broken_tx, broken) = mpsc::unbounded_channel();
         let dispatcher = Rc::new(Dispatcher::new(broken_tx));
-        let spec = Spec {
-            app: "test".into(),
-            program: "/nonexistent/worker".into(),
-            args: Vec::new(),
-            heartbeat_interval: None,
-            protocol: Protocol::Native,
-        };
         let (pool, handle) = Pool::new(
-            spec,
+            spec("/gen1"),
             settings,
-            None,
+            reconfigure,
             Rc::clone(&dispatcher),
             broken,
             Box::new(FakeLauncher(Rc::clone(&launches))),
@@ -210,6 +230,14 @@ impl Rig {
             .iter()
             .map(|f| f.serial)
             .collect()
+    }
+
+    /// The program the last worker of slot `id` was started as.
+    fn program(&self, id: u32) -> String {
+        let serial = self.latest(id);
+        let started = self.launches.started.borrow();
+        let fake = started.iter().find(|f| f.serial == serial);
+        fake.map(|f| f.program.clone()).unwrap_or_default()
     }
 
     /// The serial of the last worker started for slot `id`.
@@ -497,6 +525,7 @@ fn a_worker_that_announces_it_stops_is_replaced_at_once() {
     test(async {
         let rig = Rig::start(settings(1)).await;
         rig.all_ready().await;
+        rig.wait(Duration::from_secs(30)).await;
         let old = rig.latest(0);
         rig.tell(
             old,
@@ -823,5 +852,173 @@ impl Rig {
             .send(Request::Ping(reply))
             .expect("the pool is running");
         answer
+    }
+}
+
+// A failed reload leaves no trace: what is stored is what proved itself.
+
+#[test]
+fn after_a_failed_reload_crashed_workers_come_back_as_the_last_good_generation() {
+    test(async {
+        let rig = Rig::start_reconfigured(settings(2), Ok((spec("/gen2"), settings(2)))).await;
+        rig.all_ready().await;
+        let mut answer = rig.ask(Request::Reload);
+        rig.settle().await;
+        assert_eq!(rig.program(0), "/gen2");
+        rig.exit(rig.latest(0), code(1)).await;
+        assert!(matches!(answered(&mut answer), Some(Err(_))));
+        // An ordinary crash of a worker of generation 1, after the failed reload.
+        let old = rig
+            .serials()
+            .into_iter()
+            .find(|s| *s == 1)
+            .expect("the first worker of slot 0");
+        rig.exit(old, code(1)).await;
+        assert_eq!(rig.program(0), "/gen1", "the replacement runs what served");
+        assert_eq!(rig.snapshot().generation, 1);
+    });
+}
+
+#[test]
+fn a_reload_that_fails_half_way_rolls_the_replaced_workers_back() {
+    test(async {
+        let rig = Rig::start_reconfigured(settings(2), Ok((spec("/gen2"), settings(2)))).await;
+        rig.all_ready().await;
+        let mut answer = rig.ask(Request::Reload);
+        rig.settle().await;
+        let new0 = rig.latest(0);
+        rig.ready(new0).await;
+        assert_eq!(rig.program(1), "/gen2", "slot 1's stand-in started");
+        rig.exit(rig.latest(1), code(1)).await;
+        assert!(matches!(answered(&mut answer), Some(Err(_))));
+        assert_eq!(rig.program(0), "/gen1", "slot 0 gets generation 1 back");
+        assert!(rig.said(new0).is_empty(), "new before old, also backwards");
+        rig.ready(rig.latest(0)).await;
+        assert_eq!(rig.said(new0), ["SHUTDOWN=1"]);
+        let snapshot = rig.snapshot();
+        assert_eq!((snapshot.generation, snapshot.ready), (1, 2));
+    });
+}
+
+#[test]
+fn a_successful_reload_keeps_what_the_file_said() {
+    test(async {
+        let mut more = settings(1);
+        more.kill_timeout = Duration::from_secs(1);
+        let rig = Rig::start_reconfigured(settings(1), Ok((spec("/gen2"), more))).await;
+        rig.all_ready().await;
+        let mut answer = rig.ask(Request::Reload);
+        rig.settle().await;
+        rig.ready(rig.latest(0)).await;
+        assert!(matches!(answered(&mut answer), Some(Ok(2))));
+        rig.exit(rig.latest(0), code(1)).await;
+        assert_eq!(rig.program(0), "/gen2");
+    });
+}
+
+// A worker whose channel broke is a dead worker.
+
+#[test]
+fn a_worker_whose_channel_broke_is_killed_and_replaced() {
+    test(async {
+        let rig = Rig::start(settings(2)).await;
+        rig.all_ready().await;
+        let broken = rig.latest(0);
+        rig.shut_reading(broken);
+        let (socket, _returns) = rig
+            .dispatcher
+            .add_socket("http", crate::sockets::listener::Local::UnixUnnamed);
+        let (conn, _client) = channel::pair(SockType::Stream).expect("a connection");
+        assert!(
+            rig.dispatcher.dispatch(conn, &socket).is_ok(),
+            "the connection goes to the other worker"
+        );
+        rig.settle().await;
+        assert_eq!(rig.signals(broken), [Signal::SIGKILL]);
+        assert_eq!(rig.snapshot().ready, 1, "no longer counted ready");
+        rig.exit(broken, killed(Signal::SIGKILL)).await;
+        assert_eq!((rig.started(), rig.snapshot().restarts), (3, 1));
+    });
+}
+
+#[test]
+fn a_killed_worker_is_not_counted_ready() {
+    test(async {
+        let rig = Rig::start(settings(2)).await;
+        rig.all_ready().await;
+        rig.send(WorkerEvent::Garbage(
+            rig.latest(0),
+            Garbage("nonsense".into()),
+        ));
+        rig.send(WorkerEvent::ChannelClosed(rig.latest(1)));
+        rig.settle().await;
+        assert_eq!(rig.snapshot().ready, 0);
+    });
+}
+
+// A worker that keeps saying STOPPING=1 is a crash loop too.
+
+#[test]
+fn a_stopping_storm_backs_off_and_gives_up() {
+    test(async {
+        let mut rig = Rig::start(settings(1)).await;
+        let stopping = Notice {
+            ready: true,
+            stopping: true,
+            ..Notice::default()
+        };
+        for _ in 0..20 {
+            if !rig.snapshot().gave_up.is_empty() {
+                break;
+            }
+            // The worker that says it stops, then does.
+            let old = rig.latest(0);
+            rig.tell(old, stopping.clone()).await;
+            rig.exit(old, code(0)).await;
+            rig.wait(Duration::from_millis(50)).await;
+        }
+        assert!(
+            rig.started() < 10,
+            "backed off: {} starts in 1 s",
+            rig.started()
+        );
+        assert_eq!(rig.snapshot().gave_up, [0], "it gives up like a crash loop");
+        assert_eq!(rig.stop().await, Outcome::AllGaveUp);
+    });
+}
+
+#[test]
+fn a_worker_that_stops_after_a_stable_run_is_replaced_at_once() {
+    test(async {
+        let rig = Rig::start(settings(1)).await;
+        for round in 0..10 {
+            rig.all_ready().await;
+            rig.wait(Duration::from_secs(31)).await;
+            let old = rig.latest(0);
+            rig.tell(
+                old,
+                Notice {
+                    stopping: true,
+                    ..Notice::default()
+                },
+            )
+            .await;
+            assert_eq!(rig.started(), round + 2, "no delay after 31 s of service");
+            rig.exit(old, code(0)).await;
+        }
+        assert!(rig.snapshot().gave_up.is_empty());
+    });
+}
+
+impl Rig {
+    /// Worker `serial` stops reading its channel, as `shutdown(fd 3, SHUT_RD)` does.
+    fn shut_reading(&self, serial: u64) {
+        let started = self.launches.started.borrow();
+        let fake = started
+            .iter()
+            .find(|f| f.serial == serial)
+            .expect("a worker with this serial");
+        nix::sys::socket::shutdown(fake.channel.as_raw_fd(), nix::sys::socket::Shutdown::Read)
+            .expect("shutdown");
     }
 }

@@ -76,6 +76,8 @@ pub(crate) struct Worker {
     /// Unique per process for the manager's lifetime; events name workers by it.
     pub serial: u64,
     pub pid: u32,
+    /// The generation whose command it runs.
+    pub generation: u32,
     pub state: State,
     /// Its entry in the dispatch ring (joined only while ready).
     pub route: Rc<Route>,
@@ -94,11 +96,12 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Worker `id` (process `serial`), starting: it is killed if not ready by
-    /// `ready_deadline`.
+    /// Worker `id` (process `serial`, running `generation`'s command),
+    /// starting: it is killed if not ready by `ready_deadline`.
     pub(crate) fn new(
         id: u32,
         serial: u64,
+        generation: u32,
         process: Process,
         route: Rc<Route>,
         ready_deadline: Instant,
@@ -107,6 +110,7 @@ impl Worker {
             id,
             serial,
             pid: process.pid,
+            generation,
             state: State::Starting {
                 deadline: ready_deadline,
             },
@@ -134,6 +138,12 @@ impl Worker {
     pub(crate) fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// Whether it takes connections: ready, and not on its way out because
+    /// it was killed or its channel closed.
+    pub(crate) fn serving(&self) -> bool {
+        self.state == State::Ready && self.condemned.is_none() && self.channel_closed.is_none()
+    }
 }
 
 impl Drop for Worker {
@@ -160,15 +170,19 @@ pub(crate) struct Slot {
     pub id: u32,
     pub state: SlotState,
     pub history: History,
+    /// The generation its workers run: the serving one, or the one a reload
+    /// under way moved it to.
+    pub generation: u32,
 }
 
 impl Slot {
-    /// A new slot, due to be filled at `now`.
-    pub(crate) fn new(id: u32, now: Instant) -> Slot {
+    /// A new slot of `generation`, due to be filled at `now`.
+    pub(crate) fn new(id: u32, generation: u32, now: Instant) -> Slot {
         Slot {
             id,
             state: SlotState::Backoff { until: now },
             history: History::default(),
+            generation,
         }
     }
 }

@@ -235,7 +235,11 @@ impl Link {
                 });
                 Ok(())
             }
-            Err(Errno::EAGAIN | Errno::EINTR) => Err((conn, Refused::Busy)),
+            // As on the native channel: a full queue or a short-of-memory
+            // kernel is a busy worker, not a gone one.
+            Err(
+                Errno::EAGAIN | Errno::EINTR | Errno::ETOOMANYREFS | Errno::ENOBUFS | Errno::ENOMEM,
+            ) => Err((conn, Refused::Busy)),
             Err(_) => {
                 st.dead = true;
                 Err((conn, Refused::Gone))
@@ -316,7 +320,9 @@ impl Link {
                     st.output.drain(..sent);
                 }
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return,
+                // Full, or the kernel short of memory for a moment: the rest
+                // goes when the socket is writable again.
+                Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM) => return,
                 // The worker is gone; its end of file follows.
                 Err(_) => {
                     st.dead = true;
