@@ -9,13 +9,18 @@
 //! which costs two clock reads per connection. Everything about workers is
 //! asked of the pool when a scrape comes in, including each worker's open
 //! connections: handed over and not reported closed, the count least-conn
-//! goes by. Under `--policy none` the workers accept by themselves and the
-//! manager sees no connection, so the connection metrics stay at zero.
+//! goes by; memory and CPU figures are read from `/proc` off the event loop.
+//! Under `--policy none` the workers accept by themselves and the manager sees
+//! no connection, so the connection metrics stay at zero.
+//!
+//! What a scraper can cost is bounded: at most [`MAX_SCRAPES`] at once, each
+//! done or dropped within [`SCRAPE_TIMEOUT`], a request head of at most 8 KiB.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conn::dispatch::Dispatcher;
@@ -28,8 +33,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 
-/// How long a scraper may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a scrape may take, from accept to the last byte of the answer: a
+/// client that says nothing holds a descriptor no longer than this.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Scrapes answered at once. Past this the endpoint stops accepting until one
+/// is done: further clients wait in its listen queue, and the manager's
+/// descriptors stay for the app's connections.
+const MAX_SCRAPES: usize = 8;
 
 /// Counters of pool events, kept by the metrics task from the event stream.
 #[derive(Debug, Default)]
@@ -54,6 +65,7 @@ pub(crate) async fn serve(
     listener: Listener,
     dispatcher: Rc<Dispatcher>,
     pool: Handle,
+    usage: Arc<usage::Cache>,
     mut stop: Token,
 ) {
     let tallies = Rc::new(Tallies::default());
@@ -80,15 +92,19 @@ pub(crate) async fn serve(
                 }
                 continue;
             }
-            conn = accepting.accept() => conn,
+            conn = accepting.accept(), if scrapes.len() < MAX_SCRAPES => conn,
         };
         match conn {
             Ok(stream) => {
-                let (dispatcher, pool, tallies) =
-                    (Rc::clone(&dispatcher), pool.clone(), Rc::clone(&tallies));
+                let (dispatcher, pool, usage, tallies) = (
+                    Rc::clone(&dispatcher),
+                    pool.clone(),
+                    Arc::clone(&usage),
+                    Rc::clone(&tallies),
+                );
                 scrapes.spawn_local(async move {
-                    let answering = answer(stream, &dispatcher.stats, &pool, &tallies);
-                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, answering).await;
+                    let answering = answer(stream, &dispatcher.stats, &pool, &usage, &tallies);
+                    let _ = tokio::time::timeout(SCRAPE_TIMEOUT, answering).await;
                 });
             }
             Err(e) => {
@@ -137,6 +153,7 @@ async fn answer(
     mut stream: Stream,
     stats: &Stats,
     pool: &Handle,
+    usage: &usage::Cache,
     tallies: &Tallies,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
@@ -163,7 +180,9 @@ async fn answer(
     }
     let status = match pool.ask(Request::Status).await {
         Ok(status) => {
-            let usage = usage::sample(status.workers.iter().map(|w| w.pid).collect()).await;
+            let usage = usage
+                .of(status.workers.iter().map(|w| w.pid).collect())
+                .await;
             Some((status, usage))
         }
         Err(_) => None,

@@ -6,6 +6,8 @@
 //! signals are the pool's events ([`super::service`] emits them). Nothing here
 //! owns state of its own.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -57,6 +59,8 @@ fn answer<T>(call: &str, result: Result<T, RequestError>) -> Result<T, Error> {
 pub(crate) struct Manager {
     /// The pool: its snapshot answers the properties, its requests carry the methods.
     pub pool: Handle,
+    /// Memory readings, shared by every `ListWorkers` caller.
+    pub usage: Arc<usage::Cache>,
     /// Who may call the methods that change something.
     pub access: Access,
 }
@@ -126,7 +130,7 @@ impl Manager {
     async fn list_workers(&self) -> Result<Vec<WorkerRow>, Error> {
         let status = self.pool.ask(Request::Status).await?;
         let pids = status.workers.iter().map(|w| w.pid).collect();
-        let usage = usage::sample(pids).await;
+        let usage = self.usage.of(pids).await;
         Ok(status
             .workers
             .into_iter()

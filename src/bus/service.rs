@@ -7,6 +7,7 @@
 //! keeps serving connections.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use nix::unistd::{geteuid, Group};
 use tokio::sync::broadcast::error::RecvError;
@@ -20,12 +21,13 @@ use super::access::Access;
 use super::interface::{gave_up, Manager, INTERFACE, PATH};
 use super::plan::{Bus, Plan};
 use crate::pool::report::{Event, Handle, Snapshot};
+use crate::pool::usage;
 use crate::shutdown::Token;
 
 /// Serves the manager on D-Bus as the plan says, until `stop` is requested;
 /// then the name is released. It never stops the manager: failures are
 /// logged and the manager goes on serving.
-pub(crate) async fn serve(plan: Plan, pool: Handle, mut stop: Token) {
+pub(crate) async fn serve(plan: Plan, pool: Handle, usage: Arc<usage::Cache>, mut stop: Token) {
     let Some(bus) = plan.bus.clone() else {
         tracing::info!("D-Bus: not used ({})", plan.why);
         return;
@@ -34,7 +36,7 @@ pub(crate) async fn serve(plan: Plan, pool: Handle, mut stop: Token) {
     // Subscribed before connecting so no event is lost in between.
     let events = pool.events.subscribe();
     let connected = tokio::select! {
-        connected = connect(&bus, &plan, pool.clone()) => connected,
+        connected = connect(&bus, &plan, pool.clone(), usage) => connected,
         _ = stop.requested() => return,
     };
     let connection = match connected {
@@ -63,7 +65,12 @@ pub(crate) async fn serve(plan: Plan, pool: Handle, mut stop: Token) {
 /// Connects, serves the object, then takes the name (so the name never
 /// points at a half-ready service). The name is not queued for and not taken
 /// from another owner: two managers of the same app is a mistake to report.
-async fn connect(bus: &Bus, plan: &Plan, pool: Handle) -> Result<Connection, String> {
+async fn connect(
+    bus: &Bus,
+    plan: &Plan,
+    pool: Handle,
+    usage: Arc<usage::Cache>,
+) -> Result<Connection, String> {
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
         Bus::Session => zbus::connection::Builder::session(),
@@ -78,6 +85,7 @@ async fn connect(bus: &Bus, plan: &Plan, pool: Handle) -> Result<Connection, Str
     }
     let manager = Manager {
         pool,
+        usage,
         access: Access {
             own_uid: geteuid().as_raw(),
             control_group: plan.control_group.clone(),

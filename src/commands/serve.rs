@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -41,9 +42,11 @@ use crate::conn::transport::Protocol;
 use crate::metrics;
 use crate::pool::backoff::Limit;
 use crate::pool::launch::Processes;
+use crate::pool::orphans;
 use crate::pool::report::Handle;
 use crate::pool::settings::Configured;
 use crate::pool::spawn::{self, Spec};
+use crate::pool::usage;
 use crate::pool::{Outcome, Pool, Reconfigure, Settings, REAP_GRACE};
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
@@ -75,6 +78,8 @@ pub(crate) struct Prepared {
     /// What systemd is told needs to know: when the service counts as
     /// ready, and how long starts, reloads and drains may take.
     notify: status::Settings,
+    /// Said once logging works: what is allowed but will not behave as hoped.
+    warnings: Vec<String>,
 }
 
 /// Validates the command line (and config file) and takes the sockets.
@@ -154,9 +159,11 @@ pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
             }) as Pin<Box<dyn Future<Output = Configured>>>
         }) as Reconfigure
     });
+    let warnings = spawn::outliving(&spec.program).into_iter().collect();
     Ok(Prepared {
         bus,
         notify,
+        warnings,
         listeners,
         shared,
         metrics,
@@ -334,7 +341,11 @@ async fn serve(prepared: Prepared) -> ExitCode {
         reconfigure,
         bus,
         notify,
+        warnings,
     } = prepared;
+    for warning in warnings {
+        tracing::warn!(event = "worker-privileged", "{warning}");
+    }
     for listener in &listeners {
         tracing::info!(
             socket = %listener.local,
@@ -354,6 +365,12 @@ async fn serve(prepared: Prepared) -> ExitCode {
         );
     }
     drop(shared);
+    if let Err(e) = orphans::adopt() {
+        tracing::warn!(
+            "cannot become the reaper of the workers' orphans ({e}): what a worker \
+             starts outside its process group may outlive it"
+        );
+    }
     let signals = match Signals::install() {
         Ok(signals) => signals,
         Err(e) => {
@@ -391,7 +408,14 @@ async fn serve(prepared: Prepared) -> ExitCode {
     let serving = Shutdown::new();
     let reporting = Shutdown::new();
     spawn_local(signals.listen(serving.trigger(), handle.clone(), reporting.token()));
-    spawn_local(bus::service::serve(bus, handle.clone(), reporting.token()));
+    // Memory and CPU figures, read off the loop and shared by every reader.
+    let usage = Arc::new(usage::Cache::default());
+    spawn_local(bus::service::serve(
+        bus,
+        handle.clone(),
+        Arc::clone(&usage),
+        reporting.token(),
+    ));
     tell_systemd(&handle, notify, &reporting);
     for listener in listeners {
         accept::spawn(listener, Rc::clone(&dispatcher), serving.token());
@@ -401,6 +425,7 @@ async fn serve(prepared: Prepared) -> ExitCode {
             listener,
             Rc::clone(&dispatcher),
             handle.clone(),
+            usage,
             serving.token(),
         ));
     }

@@ -29,6 +29,21 @@ pub struct Notice {
     pub closed: u64,
 }
 
+impl Notice {
+    /// Folds a later notice of the same worker into this one, as if both had
+    /// come in one message: what the pool acts on is the same, so a worker's
+    /// notices can wait for the pool merged, in memory of one.
+    pub(crate) fn merge(&mut self, later: Notice) {
+        self.ready |= later.ready;
+        self.stopping |= later.stopping;
+        self.heartbeat |= later.heartbeat;
+        if later.status.is_some() {
+            self.status = later.status;
+        }
+        self.closed = self.closed.saturating_add(later.closed);
+    }
+}
+
 /// Why a worker's message was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Garbage(pub String);
@@ -87,6 +102,17 @@ mod tests {
         assert_eq!(parse_notice(b"FUTURE_KEY=x").unwrap(), Notice::default());
         assert_eq!(parse_notice(b"CLOSED=3").unwrap().closed, 3);
         assert_eq!(parse_notice(b"CLOSED=3\nCLOSED=4\n").unwrap().closed, 7);
+    }
+
+    #[test]
+    fn notices_merge_as_one_message_would_read() {
+        let mut merged = parse_notice(b"STATUS=a\nCLOSED=2").unwrap();
+        merged.merge(parse_notice(b"READY=1\nCLOSED=3").unwrap());
+        merged.merge(parse_notice(b"STATUS=b\nWATCHDOG=1").unwrap());
+        assert_eq!(
+            merged,
+            parse_notice(b"STATUS=a\nCLOSED=2\nREADY=1\nCLOSED=3\nSTATUS=b\nWATCHDOG=1").unwrap()
+        );
     }
 
     #[test]

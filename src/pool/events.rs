@@ -237,6 +237,8 @@ impl Pool {
             self.crashed(worker.id, worker.uptime());
         }
         self.settle_scale_waits();
+        // What it started and moved out of its group is the manager's now.
+        self.tidy();
     }
 
     /// Slot `id` lost its worker unexpectedly: schedule a restart or give up.

@@ -5,20 +5,27 @@
 //! worker ([`super::spawn`]), wraps the manager's end of its channel in a
 //! [`Transport`], and starts the tasks that watch it — one reaps the child and
 //! delivers signals to its process group, one reads its channel, two forward
-//! its output. Each reports what it sees to the pool as a [`WorkerEvent`].
+//! its output. Each reports what it sees to the pool as a [`WorkerEvent`],
+//! through a bounded channel ([`EVENTS_IN_FLIGHT`]): what a worker says
+//! waits there, merged into one notice, when the pool is behind, and is read
+//! no faster than [`MESSAGES_PER_SECOND`], so whatever a worker sends costs
+//! the manager bounded memory and a bounded share of its loop.
 //!
 //! The pool's own unit tests launch nothing: their launcher hands out a
 //! transport over a socketpair and lets the test play the worker, so every
 //! transition of the state machine runs in milliseconds (`pool/tests.rs`).
 
+use std::collections::HashSet;
 use std::io;
 use std::process::ExitStatus;
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 use tokio::task::spawn_local;
+use tokio::time::{Duration, Instant};
 
+use super::orphans;
 use super::spawn::{self, Spec};
 use super::usage::Usage;
 use super::worker::Process;
@@ -28,6 +35,17 @@ use crate::conn::peer::Peer;
 use crate::conn::transport::Transport;
 use crate::log::journal::Stream;
 use crate::log::output;
+
+/// Events in flight from the tasks watching workers to the pool. A task whose
+/// event finds no room waits; a channel reader keeps reading meanwhile and
+/// merges what its worker says into the one notice it has waiting.
+pub(crate) const EVENTS_IN_FLIGHT: usize = 1024;
+
+/// Messages read from one worker's channel per second. A native worker sends
+/// one `CLOSED=` per connection at most (the worker crate merges them when its
+/// channel is full), so only a flood hits this; past it the reader waits for
+/// the next second and the worker's own sends back up.
+const MESSAGES_PER_SECOND: u32 = 10_000;
 
 /// Something that happened to a worker, reported by the tasks watching it.
 #[derive(Debug)]
@@ -59,9 +77,13 @@ pub(crate) trait Launch {
         spec: &Spec,
         id: u32,
         serial: u64,
-        events: &mpsc::UnboundedSender<WorkerEvent>,
+        events: &mpsc::Sender<WorkerEvent>,
         dispatcher: &Dispatcher,
     ) -> io::Result<Launched>;
+
+    /// Kills what the workers left behind and reaps what exited, given the
+    /// pids of the live `workers` (see [`super::orphans`]).
+    fn tidy(&self, workers: &HashSet<u32>);
 }
 
 /// Launches workers as real processes.
@@ -73,7 +95,7 @@ impl Launch for Processes {
         spec: &Spec,
         id: u32,
         serial: u64,
-        events: &mpsc::UnboundedSender<WorkerEvent>,
+        events: &mpsc::Sender<WorkerEvent>,
         dispatcher: &Dispatcher,
     ) -> io::Result<Launched> {
         let spawned = spawn::spawn(spec, id)?;
@@ -101,7 +123,11 @@ impl Launch for Processes {
                 signals_rx,
                 events.clone(),
             )),
-            spawn_local(read_channel(serial, transport.clone(), events.clone())),
+            spawn_local(read_channel(
+                (serial, id, pid),
+                transport.clone(),
+                events.clone(),
+            )),
             spawn_local(output::forward(spawned.stdout, Stream::Stdout, id, pid)),
             spawn_local(output::forward(spawned.stderr, Stream::Stderr, id, pid)),
         ];
@@ -114,17 +140,23 @@ impl Launch for Processes {
             transport,
         })
     }
+
+    fn tidy(&self, workers: &HashSet<u32>) {
+        orphans::tidy(workers);
+    }
 }
 
-/// Owns the child: reaps it, and delivers signals to its process group only
-/// while it has not been reaped (so a recycled pid is never signalled).
+/// Owns the child: reaps it, and delivers signals to it and to its process
+/// group only while it has not been reaped (so a recycled pid is never
+/// signalled). The worker itself is signalled by pid too, so one that left its
+/// group is reached all the same.
 async fn watch_process(
     serial: u64,
     mut child: tokio::process::Child,
     mut signals: mpsc::UnboundedReceiver<Signal>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+    events: mpsc::Sender<WorkerEvent>,
 ) {
-    let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let pid = child.id().map(|pid| Pid::from_raw(pid as i32));
     loop {
         tokio::select! {
             status = child.wait() => {
@@ -136,15 +168,16 @@ async fn watch_process(
                     }
                 };
                 // The group may hold the worker's own children; they go with it.
-                if let Some(pgid) = pgid {
-                    let _ = killpg(pgid, Signal::SIGKILL);
+                if let Some(pid) = pid {
+                    let _ = killpg(pid, Signal::SIGKILL);
                 }
-                let _ = events.send(WorkerEvent::Exited(serial, status));
+                let _ = events.send(WorkerEvent::Exited(serial, status)).await;
                 return;
             }
             Some(signal) = signals.recv() => {
-                if let (Ok(None), Some(pgid)) = (child.try_wait(), pgid) {
-                    let _ = killpg(pgid, signal);
+                if let (Ok(None), Some(pid)) = (child.try_wait(), pid) {
+                    let _ = kill(pid, signal);
+                    let _ = killpg(pid, signal);
                 }
             }
         }
@@ -152,21 +185,92 @@ async fn watch_process(
 }
 
 /// Forwards what a worker says on its channel until it closes or misbehaves.
-async fn read_channel(serial: u64, channel: Transport, events: mpsc::UnboundedSender<WorkerEvent>) {
-    loop {
-        let event = match channel.recv().await {
-            Ok(Some(Ok(notice))) => WorkerEvent::Notice(serial, notice),
-            Ok(Some(Err(garbage))) => {
-                let _ = events.send(WorkerEvent::Garbage(serial, garbage));
-                return;
-            }
-            Ok(None) | Err(_) => {
-                let _ = events.send(WorkerEvent::ChannelClosed(serial));
-                return;
-            }
-        };
-        if events.send(event).is_err() {
-            return;
+/// While the pool has no room, what the worker says is merged into one
+/// waiting notice; and the channel is read no faster than
+/// [`MESSAGES_PER_SECOND`].
+async fn read_channel(
+    (serial, id, pid): (u64, u32, u32),
+    channel: Transport,
+    events: mpsc::Sender<WorkerEvent>,
+) {
+    let mut waiting: Option<Notice> = None;
+    let mut budget = Budget::new();
+    let end = loop {
+        tokio::select! {
+            biased;
+            room = events.reserve(), if waiting.is_some() => match (room, waiting.take()) {
+                (Ok(room), Some(notice)) => room.send(WorkerEvent::Notice(serial, notice)),
+                _ => return,
+            },
+            said = channel.recv() => match said {
+                Ok(Some(Ok(notice))) => {
+                    match &mut waiting {
+                        Some(earlier) => earlier.merge(notice),
+                        None => waiting = Some(notice),
+                    }
+                    if let Some(news) = budget.take() {
+                        if news {
+                            tracing::warn!(
+                                event = "worker-flooding",
+                                worker_id = id,
+                                worker_pid = pid,
+                                "worker {id} (pid {pid}) sends more than \
+                                 {MESSAGES_PER_SECOND} messages a second on its channel; \
+                                 reading it no faster"
+                            );
+                        }
+                        budget.refill().await;
+                    }
+                }
+                Ok(Some(Err(garbage))) => break WorkerEvent::Garbage(serial, garbage),
+                Ok(None) | Err(_) => break WorkerEvent::ChannelClosed(serial),
+            },
         }
+    };
+    // What it said last goes first, then how it ended.
+    if let Some(notice) = waiting {
+        let _ = events.send(WorkerEvent::Notice(serial, notice)).await;
+    }
+    let _ = events.send(end).await;
+}
+
+/// How many messages a channel reader may still read in the current second.
+struct Budget {
+    left: u32,
+    /// When the current second ends.
+    until: Instant,
+    /// The reader is being held back; logged once, until a second passes
+    /// that does not use up its budget.
+    flooding: bool,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            left: MESSAGES_PER_SECOND,
+            until: Instant::now() + Duration::from_secs(1),
+            flooding: false,
+        }
+    }
+
+    /// Takes one message. `None` while the second's budget lasts; once it is
+    /// spent, `Some(news)`, `news` when the flood has just begun (log it),
+    /// and the caller waits for [`Budget::refill`].
+    fn take(&mut self) -> Option<bool> {
+        let now = Instant::now();
+        if now >= self.until {
+            self.flooding &= self.left == 0;
+            self.left = MESSAGES_PER_SECOND;
+            self.until = now + Duration::from_secs(1);
+        }
+        self.left = self.left.saturating_sub(1);
+        (self.left == 0).then(|| !std::mem::replace(&mut self.flooding, true))
+    }
+
+    /// Waits for the next second, and starts it with a full budget.
+    async fn refill(&mut self) {
+        tokio::time::sleep_until(self.until).await;
+        self.left = MESSAGES_PER_SECOND;
+        self.until = Instant::now() + Duration::from_secs(1);
     }
 }

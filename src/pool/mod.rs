@@ -24,6 +24,7 @@
 pub(crate) mod backoff;
 mod events;
 pub(crate) mod launch;
+pub(crate) mod orphans;
 mod reload;
 pub(crate) mod report;
 mod run;

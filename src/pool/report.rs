@@ -156,11 +156,16 @@ pub(crate) enum Request {
     Ping(oneshot::Sender<()>),
 }
 
+/// Requests waiting for the pool; more wait to be sent.
+pub(crate) const REQUESTS_IN_FLIGHT: usize = 256;
+
 /// Everything another part of the manager needs to watch and steer the pool.
 /// Cheap to clone; `Send`.
 #[derive(Debug, Clone)]
 pub(crate) struct Handle {
-    pub requests: tokio::sync::mpsc::UnboundedSender<Request>,
+    /// Bounded ([`REQUESTS_IN_FLIGHT`]): a flood of D-Bus calls waits for the
+    /// pool, it does not pile up in the manager's memory.
+    pub requests: tokio::sync::mpsc::Sender<Request>,
     pub snapshot: tokio::sync::watch::Receiver<Snapshot>,
     pub events: tokio::sync::broadcast::Sender<Event>,
 }
@@ -174,6 +179,7 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(make(tx))
+            .await
             .map_err(|_| RequestError::Failed("the manager is shutting down".into()))?;
         rx.await
             .map_err(|_| RequestError::Failed("the manager is shutting down".into()))?

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::spawn_local;
 use tokio::time::{sleep_until, Instant};
 
@@ -47,6 +48,14 @@ impl Pool {
     pub(crate) async fn run(mut self, mut stop: Token) -> Outcome {
         let mut sample = tokio::time::interval(MEMORY_SAMPLE);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A child of ours exited: one the workers left behind, to be reaped.
+        let mut orphaned = signal(SignalKind::child())
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "cannot watch SIGCHLD ({e}): orphans are reaped only when a worker exits"
+                )
+            })
+            .ok();
         let outcome = loop {
             self.on_timers();
             self.publish();
@@ -61,6 +70,7 @@ impl Pool {
                 Some(configured) = self.reread.recv() => self.on_reread(configured),
                 Some(request) = self.requests.recv() => self.on_request(request),
                 _ = sample.tick(), if self.settings.max_memory.is_some() => self.sample_memory(),
+                Some(()) = async { orphaned.as_mut()?.recv().await } => self.tidy(),
                 _ = sleep_until(wake) => {}
             }
         };
@@ -244,7 +254,7 @@ impl Pool {
                 .zip(readings)
                 .filter_map(|((serial, _), usage)| Some((serial, usage?)))
                 .collect();
-            let _ = events.send(WorkerEvent::Usage(readings));
+            let _ = events.send(WorkerEvent::Usage(readings)).await;
         });
     }
 
@@ -309,7 +319,16 @@ impl Pool {
             }
             self.publish();
         }
+        // Whatever the workers left behind goes with them.
+        self.tidy();
         tracing::info!(event = "shutdown-finished", "all workers stopped");
+    }
+
+    /// Kills what the workers left behind and no live worker owns, and reaps
+    /// what exited ([`super::orphans`]).
+    pub(super) fn tidy(&self) {
+        let live = self.workers.values().map(|w| w.pid).collect();
+        self.launcher.tidy(&live);
     }
 
     fn refuse_while_stopping(&self, request: Request) {

@@ -106,6 +106,53 @@ pub(crate) fn resolve(program: &OsString) -> Result<PathBuf, String> {
     }
 }
 
+/// Why workers of `program` would outlive a SIGKILLed manager, if they would:
+/// the kernel clears the parent-death signal when an exec gains privileges (a
+/// setuid or setgid program, or one with file capabilities, run by a manager
+/// that is not root), and an unprivileged manager cannot signal them either.
+pub(crate) fn outliving(program: &Path) -> Option<String> {
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let meta = std::fs::metadata(program).ok()?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    let gains = if mode & 0o4000 != 0 {
+        "is setuid"
+    } else if mode & 0o2000 != 0 {
+        "is setgid"
+    } else if has_capabilities(program) {
+        "has file capabilities"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "worker program {} {gains}: the kernel clears the parent-death signal of a \
+         process whose exec gains privileges, so its workers would outlive a SIGKILLed \
+         manager, and a manager without those privileges may not be allowed to signal \
+         them; run the manager under systemd (its cgroup is killed with the unit) or \
+         give the workers their privileges another way (AmbientCapabilities=)",
+        program.display()
+    ))
+}
+
+/// Whether `program` carries file capabilities (`security.capability`).
+fn has_capabilities(program: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(program.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: both strings are NUL-terminated and live for the call; a null
+    // buffer of size 0 asks only for the attribute's size.
+    let size = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    size > 0
+}
+
 /// Starts worker `id` of the app.
 pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
     let wiring = spec.protocol.wire(id)?;
@@ -141,12 +188,14 @@ pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
     }
 
     let inherit = wiring.inherit;
+    let inherit_count = inherit.len();
     // Where each inherited fd is parked before it is put in place; filled in
     // the child, allocated here because the child must not allocate.
     let mut parked: Vec<RawFd> = vec![-1; inherit.len()];
     let manager_pid = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (fcntl, dup2, setpgid, prctl, getppid, _exit).
+    // async-signal-safe functions (fcntl, dup2, close_range, getrlimit, setpgid,
+    // prctl, getppid, _exit).
     unsafe {
         cmd.pre_exec(move || {
             // Park every fd above the targets first, so that putting one at
@@ -164,6 +213,30 @@ pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
                 // copy is close-on-exec and goes with the exec.
                 if libc::dup2(*fd, CHANNEL_FD + offset as RawFd) < 0 {
                     return Err(io::Error::last_os_error());
+                }
+            }
+            // Nothing else the manager has open reaches the worker, not even
+            // what whoever started the manager left open without
+            // close-on-exec: marked close-on-exec here, closed by the exec.
+            // (Closing them now would close the pipe through which the
+            // spawner learns that the exec failed.)
+            let first_other = (CHANNEL_FD + inherit_count as RawFd) as libc::c_uint;
+            if libc::syscall(
+                libc::SYS_close_range,
+                first_other,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) < 0
+            {
+                // Before Linux 5.11: one descriptor at a time, up to the limit.
+                let mut limit = std::mem::zeroed::<libc::rlimit>();
+                let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                    limit.rlim_cur.min(1 << 20) as RawFd
+                } else {
+                    1 << 16
+                };
+                for fd in first_other as RawFd..top {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
                 }
             }
             if libc::setpgid(0, 0) < 0 {

@@ -12,8 +12,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
-use super::launch::{Launch, WorkerEvent};
-use super::report::{Event, Handle, PoolState, Reply, Request, Snapshot, Status, WorkerInfo};
+use super::launch::{Launch, WorkerEvent, EVENTS_IN_FLIGHT};
+use super::report::{
+    Event, Handle, PoolState, Reply, Request, Snapshot, Status, WorkerInfo, REQUESTS_IN_FLIGHT,
+};
 use super::settings::{Configured, Reconfigure, Settings};
 use super::spawn::Spec;
 use super::worker::{Slot, SlotState, State, Worker};
@@ -67,8 +69,8 @@ pub(crate) struct Pool {
     pub(super) settings: Settings,
     /// Present when a config file is used: a reload re-reads it first.
     pub(super) reconfigure: Option<Reconfigure>,
-    /// Starts the worker processes.
-    launcher: Box<dyn Launch>,
+    /// Starts the worker processes, and tidies up after them.
+    pub(super) launcher: Box<dyn Launch>,
     /// Index = worker id; its length is the target worker count.
     pub(super) slots: Vec<Slot>,
     /// Every live worker process by serial: those filling slots, new ones
@@ -76,14 +78,14 @@ pub(crate) struct Pool {
     pub(super) workers: BTreeMap<u64, Worker>,
     pub(super) dispatcher: Rc<Dispatcher>,
     /// Handed to the tasks watching workers.
-    pub(super) worker_events_tx: mpsc::UnboundedSender<WorkerEvent>,
-    pub(super) worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
+    pub(super) worker_events_tx: mpsc::Sender<WorkerEvent>,
+    pub(super) worker_events: mpsc::Receiver<WorkerEvent>,
     /// Workers whose channel broke under dispatch.
     pub(super) broken: mpsc::UnboundedReceiver<u64>,
     /// The config file re-read for a reload, when it has been.
     pub(super) reread_tx: mpsc::UnboundedSender<Configured>,
     pub(super) reread: mpsc::UnboundedReceiver<Configured>,
-    pub(super) requests: mpsc::UnboundedReceiver<Request>,
+    pub(super) requests: mpsc::Receiver<Request>,
     snapshot: watch::Sender<Snapshot>,
     pub(super) events: broadcast::Sender<Event>,
     next_serial: u64,
@@ -109,8 +111,8 @@ impl Pool {
         broken: mpsc::UnboundedReceiver<u64>,
         launcher: Box<dyn Launch>,
     ) -> (Pool, Handle) {
-        let (worker_events_tx, worker_events) = mpsc::unbounded_channel();
-        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let (worker_events_tx, worker_events) = mpsc::channel(EVENTS_IN_FLIGHT);
+        let (requests_tx, requests) = mpsc::channel(REQUESTS_IN_FLIGHT);
         let (reread_tx, reread) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(256);
         let now = Instant::now();

@@ -9,6 +9,7 @@
 //! worker state diagram (`pool/worker.rs`) it walks.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -56,7 +57,7 @@ struct Launches {
     /// Launches still to fail, as a fork that fails would.
     failing: Cell<u32>,
     /// The pool's event channel, to play the workers' tasks.
-    events: RefCell<Option<mpsc::UnboundedSender<WorkerEvent>>>,
+    events: RefCell<Option<mpsc::Sender<WorkerEvent>>>,
 }
 
 struct FakeLauncher(Rc<Launches>);
@@ -67,7 +68,7 @@ impl Launch for FakeLauncher {
         spec: &Spec,
         id: u32,
         serial: u64,
-        events: &mpsc::UnboundedSender<WorkerEvent>,
+        events: &mpsc::Sender<WorkerEvent>,
         _dispatcher: &Dispatcher,
     ) -> io::Result<Launched> {
         self.0.events.replace(Some(events.clone()));
@@ -93,6 +94,8 @@ impl Launch for FakeLauncher {
             transport: Transport::Native(Rc::new(Channel::new(manager)?)),
         })
     }
+
+    fn tidy(&self, _workers: &HashSet<u32>) {}
 }
 
 /// What to run: only the program matters to the fake launcher.
@@ -191,7 +194,7 @@ impl Rig {
     fn send(&self, event: WorkerEvent) {
         let events = self.launches.events.borrow();
         let events = events.as_ref().expect("the pool launched a worker");
-        events.send(event).expect("the pool is running");
+        events.try_send(event).expect("the pool is running");
     }
 
     async fn tell(&self, serial: u64, notice: Notice) {
@@ -304,7 +307,7 @@ impl Rig {
         let (reply, answer) = oneshot::channel();
         self.handle
             .requests
-            .send(make(reply))
+            .try_send(make(reply))
             .expect("the pool is running");
         answer
     }
@@ -849,7 +852,7 @@ impl Rig {
         let (reply, answer) = oneshot::channel();
         self.handle
             .requests
-            .send(Request::Ping(reply))
+            .try_send(Request::Ping(reply))
             .expect("the pool is running");
         answer
     }

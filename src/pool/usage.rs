@@ -6,7 +6,9 @@
 //! reads off its event loop ([`sample`]). Units come from the kernel
 //! (`sysconf`): page size for RSS, clock ticks for CPU and start time.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use nix::unistd::{sysconf, SysconfVar};
 
@@ -45,6 +47,36 @@ pub(crate) async fn sample(pids: Vec<u32>) -> Vec<Option<Usage>> {
     tokio::task::spawn_blocking(move || pids.into_iter().map(of).collect())
         .await
         .unwrap_or_else(|_| vec![None; count])
+}
+
+/// How long a reading serves every caller that asks again.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// Readings shared by everyone who asks (`ListWorkers` callers, scrapers):
+/// `/proc` is read at most once per [`FRESH`], and one sweep at a time, so a
+/// flood of read-only calls costs one sweep a second however many there are.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    last: tokio::sync::Mutex<Option<(Instant, HashMap<u32, Option<Usage>>)>>,
+}
+
+impl Cache {
+    /// The usage of every process in `pids`, in the same order.
+    pub(crate) async fn of(&self, pids: Vec<u32>) -> Vec<Option<Usage>> {
+        let mut last = self.last.lock().await;
+        if let Some((at, readings)) = &*last {
+            if at.elapsed() < FRESH && pids.iter().all(|pid| readings.contains_key(pid)) {
+                return pids
+                    .iter()
+                    .map(|pid| readings.get(pid).copied().flatten())
+                    .collect();
+            }
+        }
+        let readings = sample(pids.clone()).await;
+        let known = pids.into_iter().zip(readings.iter().copied()).collect();
+        *last = Some((Instant::now(), known));
+        readings
+    }
 }
 
 /// Page size, clock ticks per second, boot time (s since the epoch).

@@ -99,10 +99,15 @@ pub(crate) async fn run(pool: Handle, notifier: Rc<Notifier>, interval: Duration
             _ = stop.requested() => return,
         }
         let (reply, answer) = oneshot::channel();
-        if pool.requests.send(Request::Ping(reply)).is_err() {
-            return;
-        }
-        match timeout(period, answer).await {
+        // A queue of requests so long that the ping waits counts as no answer.
+        let asked = async {
+            pool.requests
+                .send(Request::Ping(reply))
+                .await
+                .map_err(|_| ())?;
+            answer.await.map_err(|_| ())
+        };
+        match timeout(period, asked).await {
             Ok(Ok(())) => {
                 if stuck {
                     tracing::info!(event = "watchdog-recovered", "the pool answers again");
@@ -137,21 +142,14 @@ mod tests {
     use crate::shutdown::Shutdown;
 
     /// A pool handle whose requests the test sees, and a socket standing in for systemd.
-    fn rig(
-        name: &str,
-    ) -> (
-        Handle,
-        mpsc::UnboundedReceiver<Request>,
-        UnixDatagram,
-        Notifier,
-    ) {
+    fn rig(name: &str) -> (Handle, mpsc::Receiver<Request>, UnixDatagram, Notifier) {
         let path = std::env::temp_dir().join(format!("sockherd-wd-{}-{name}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let systemd = UnixDatagram::bind(&path).expect("bind");
         systemd.set_nonblocking(true).expect("nonblocking");
         let notifier = Notifier::connect(path.as_os_str()).expect("connect");
         let _ = std::fs::remove_file(&path);
-        let (requests, asked) = mpsc::unbounded_channel();
+        let (requests, asked) = mpsc::channel(8);
         let (_, snapshot) = watch::channel(Snapshot {
             app: "app".into(),
             target: 1,

@@ -5,7 +5,8 @@ use std::cell::Cell;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
@@ -58,13 +59,19 @@ impl Shared {
             .join(":")
             .into();
         let base = runtime_base();
-        let dir = nix::unistd::mkdtemp(&base.join("sockherd.XXXXXX")).map_err(|e| {
-            io::Error::other(format!(
-                "cannot create a directory for notify sockets in {}: {}",
-                base.display(),
-                e.desc()
-            ))
-        })?;
+        sweep(&base);
+        let dir = base.join(format!("{DIR_PREFIX}{}", std::process::id()));
+        // One of ours by pid: a manager that had this pid before is gone.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "cannot create a directory for notify sockets in {}: {e}",
+                    base.display()
+                ))
+            })?;
         Ok(Shared {
             listeners,
             names,
@@ -100,6 +107,37 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // Every inbox removed its own socket; anything left is ours too.
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The notify sockets' directory is this and the manager's pid, so that the
+/// next manager can tell whose it is.
+const DIR_PREFIX: &str = "sockherd-notify.";
+
+/// Removes the notify-socket directories of managers that are gone (a SIGKILL
+/// leaves one behind): those of this user whose pid no longer runs.
+fn sweep(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if ours && gone && pid > 0 {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

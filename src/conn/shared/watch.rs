@@ -2,7 +2,9 @@
 //! never offered a connection; the manager reads its notifications and asks it
 //! to stop with SIGTERM, as systemd would.
 
+use std::cell::Cell;
 use std::io;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -17,6 +19,9 @@ pub(crate) struct Watch {
     inbox: Inbox,
     /// Its process, for the SIGTERM that asks it to stop, and for logs.
     peer: Peer,
+    /// Malformed notifications not logged yet, and when one last was: a
+    /// stream of them costs one log line a second.
+    malformed: Cell<(u64, Option<Instant>)>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -31,26 +36,50 @@ impl std::fmt::Debug for Watch {
 
 impl Watch {
     pub(crate) fn new(inbox: Inbox, peer: Peer) -> Watch {
-        Watch { inbox, peer }
+        Watch {
+            inbox,
+            peer,
+            malformed: Cell::new((0, None)),
+        }
     }
 
     /// The next message the pool acts on. A malformed message is logged and
     /// skipped, as systemd does: a server speaking `sd_notify` is not ours to
-    /// kill for it. The socket never closes; the task reading it is stopped
-    /// when the worker is gone.
+    /// kill for it. It counts as a message that says nothing, so a flood of
+    /// them is read no faster than any other. The socket never closes; the
+    /// task reading it is stopped when the worker is gone.
     pub(crate) async fn recv(&self) -> io::Result<Option<Result<Notice, Garbage>>> {
-        loop {
-            match self.inbox.recv().await? {
-                Ok(notice) => return Ok(Some(Ok(notice))),
-                Err(Garbage(why)) => tracing::warn!(
-                    worker_id = self.peer.id,
-                    worker_pid = self.peer.pid,
-                    "worker {} (pid {}) sent a malformed notification ({why}); ignored",
-                    self.peer.id,
-                    self.peer.pid
-                ),
+        match self.inbox.recv().await? {
+            Ok(notice) => Ok(Some(Ok(notice))),
+            Err(Garbage(why)) => {
+                self.malformed(&why);
+                Ok(Some(Ok(Notice::default())))
             }
         }
+    }
+
+    /// Logs a malformed notification: the first at once, then at most one
+    /// line a second saying how many more came.
+    fn malformed(&self, why: &str) {
+        let (unlogged, last) = self.malformed.get();
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            self.malformed.set((unlogged + 1, last));
+            return;
+        }
+        let more = if unlogged > 0 {
+            format!(" ({unlogged} more since the last one logged)")
+        } else {
+            String::new()
+        };
+        tracing::warn!(
+            worker_id = self.peer.id,
+            worker_pid = self.peer.pid,
+            "worker {} (pid {}) sent a malformed notification ({why}); ignored{more}",
+            self.peer.id,
+            self.peer.pid
+        );
+        self.malformed.set((0, Some(now)));
     }
 
     /// Asks the worker to stop the way systemd would: SIGTERM.
