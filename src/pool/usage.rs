@@ -57,8 +57,11 @@ const FRESH: Duration = Duration::from_secs(1);
 /// flood of read-only calls costs one sweep a second however many there are.
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
-    last: tokio::sync::Mutex<Option<(Instant, HashMap<u32, Option<Usage>>)>>,
+    last: tokio::sync::Mutex<Option<Reading>>,
 }
+
+/// One sweep: when it was taken, and each pid's usage (`None`: gone).
+type Reading = (Instant, HashMap<u32, Option<Usage>>);
 
 impl Cache {
     /// The usage of every process in `pids`, in the same order.
