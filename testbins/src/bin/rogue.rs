@@ -22,21 +22,35 @@
 //!   its own runtime to do so, which also stops the crate's heartbeat task;
 //!   it sends `WATCHDOG=1` by hand every 100 ms until `DIR/silent` exists,
 //!   then falls silent for good. Every other worker (its replacement
-//!   included) behaves as `serve`.
+//!   included) behaves as `serve`;
+//! - `flood`: serve, and from a thread of its own send `STATUS=` and 4000
+//!   bytes on the channel in a tight loop, as fast as the manager reads;
+//! - `half-close DIR`: the first worker to create `DIR/half-closed` says
+//!   `READY=1` and then shuts its channel for reading (`shutdown(SHUT_RD)`),
+//!   so every connection handed to it fails with `EPIPE`; every other worker
+//!   behaves as `serve`;
+//! - `stop-storm`: say `READY=1` and `STOPPING=1` at once, then exit 0 on
+//!   `SHUTDOWN=1`;
+//! - `escape FILE`: serve, and start `sleep 3600` in a session of its own
+//!   (out of the worker's process group), its pid written to `FILE`;
+//! - `leave-group MODE`: first move into the manager's process group
+//!   (`setpgid(0, getpgid(getppid()))`), then behave as MODE.
 //!
 //! Every answer is a minimal HTTP/1.1 response (`Connection: close`) whose body
 //! names the worker like the `hello` example does, plus the listening socket:
 //! `hello from worker 2 (pid 4242) on http`.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use nix::sys::socket::{send, shutdown, MsgFlags, Shutdown};
 use sockherd_worker::{Connection, Listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const USAGE: &str = "usage: rogue serve|garbage|oversized|empty-message|crash-at-start|stopping-after N|ignore-shutdown|never-ready|bloat KIB|deaf DIR";
+const USAGE: &str = "usage: rogue [leave-group] serve|garbage|oversized|empty-message|crash-at-start|stopping-after N|ignore-shutdown|never-ready|bloat KIB|deaf DIR|flood|half-close DIR|stop-storm|escape FILE";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
@@ -50,6 +64,10 @@ enum Mode {
     NeverReady,
     Bloat(usize),
     Deaf(PathBuf),
+    Flood,
+    HalfClose(PathBuf),
+    StopStorm,
+    Escape(PathBuf),
 }
 
 impl Mode {
@@ -66,13 +84,25 @@ impl Mode {
             ["never-ready"] => Mode::NeverReady,
             ["bloat", kib] => Mode::Bloat(kib.parse().ok()?),
             ["deaf", dir] => Mode::Deaf(dir.into()),
+            ["flood"] => Mode::Flood,
+            ["half-close", dir] => Mode::HalfClose(dir.into()),
+            ["stop-storm"] => Mode::StopStorm,
+            ["escape", file] => Mode::Escape(file.into()),
             _ => return None,
         })
     }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("leave-group") {
+        args.remove(0);
+        let manager = nix::unistd::getpgid(Some(nix::unistd::getppid()));
+        if let Err(e) = manager.and_then(|group| nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), group)) {
+            eprintln!("rogue: cannot leave my process group: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let Some(mode) = Mode::from_args(&args) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
@@ -95,9 +125,31 @@ fn main() -> ExitCode {
 }
 
 async fn run(mode: Mode) -> io::Result<()> {
+    // The channel, once more, for what the listener does not do.
+    // SAFETY: fd 3 is the channel the manager passed; it stays open (the
+    // listener takes it next), and it is only borrowed to be duplicated.
+    let channel = unsafe { std::os::fd::BorrowedFd::borrow_raw(3) }.try_clone_to_owned()?;
     let listener = Listener::from_env()?;
     if mode == Mode::NeverReady {
         return std::future::pending().await;
+    }
+    if let Mode::HalfClose(dir) = &mode {
+        if claim(&dir.join("half-closed"))? {
+            listener.ready()?;
+            shutdown(channel.as_raw_fd(), Shutdown::Read).map_err(io::Error::from)?;
+            return std::future::pending().await;
+        }
+    }
+    if mode == Mode::StopStorm {
+        listener.notify("READY=1\nSTOPPING=1")?;
+        while listener.accept().await?.is_some() {}
+        return Ok(());
+    }
+    if mode == Mode::Flood {
+        std::thread::spawn(move || flood(&channel));
+    }
+    if let Mode::Escape(file) = &mode {
+        escape(file)?;
     }
     if let Mode::Deaf(dir) = &mode {
         if claim(&dir.join("deaf"))? {
@@ -137,6 +189,33 @@ async fn run(mode: Mode) -> io::Result<()> {
         std::future::pending::<()>().await;
     }
     Ok(())
+}
+
+/// Sends 4 KB `STATUS=` messages as fast as the channel takes them.
+fn flood(channel: &OwnedFd) {
+    let message = format!("STATUS={}", "x".repeat(4000));
+    loop {
+        match send(channel.as_raw_fd(), message.as_bytes(), MsgFlags::MSG_NOSIGNAL) {
+            Ok(_) => {}
+            // The manager reads no faster: try again in a moment.
+            Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Starts `sleep 3600` in a session of its own and writes its pid to `file`.
+fn escape(file: &Path) -> io::Result<()> {
+    let mut sleeper = std::process::Command::new("sleep");
+    sleeper.arg("3600");
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut sleeper, || {
+            nix::unistd::setsid().map(drop).map_err(io::Error::from)
+        });
+    }
+    let child = sleeper.spawn()?;
+    std::fs::write(file, child.id().to_string())
 }
 
 /// Creates `path`, holding this process's pid, unless it exists: whether
