@@ -3,6 +3,9 @@
 # reloaded every 10 s, watching the manager's open descriptors and memory.
 #
 #   bench/soak.sh [CONNECTIONS] [WORKERS]     (defaults: 1000000, 4)
+#   FLOOD=1 bench/soak.sh ...  worker 0 is `rogue flood` (it also serves, and
+#                              sends 4 KB STATUS= messages as fast as the
+#                              manager reads them); the others are `hello`
 #
 # Release build, the `hello` example as workers, wrk on loopback with one new
 # connection per request (-H 'Connection: close'), a SIGHUP (rolling reload)
@@ -64,11 +67,21 @@ segment() {
     write=$((write + w)) status=$((status + s)) timeout=$((timeout + t))
 }
 
-echo "building sockherd and the hello example (release)…"
+echo "building sockherd, the hello example and rogue (release)…"
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin sockherd --example hello
+cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p sockherd-testbins --bin rogue
+worker=("$ROOT/target/release/examples/hello")
+if [ -n "${FLOOD:-}" ]; then
+    # Worker 0 floods its channel; its replacements too, after every reload.
+    printf '#!/bin/sh\nif [ "$SOCKHERD_WORKER_ID" = 0 ]; then exec "%s" flood; fi\nexec "%s"\n' \
+        "$ROOT/target/release/rogue" "$ROOT/target/release/examples/hello" >"$SCRATCH/worker.sh"
+    chmod +x "$SCRATCH/worker.sh"
+    worker=("$SCRATCH/worker.sh")
+    echo "worker 0 floods its channel"
+fi
 port=$(free_port)
 "$ROOT/target/release/sockherd" serve --log stderr --listen "127.0.0.1:$port" --workers "$WORKERS" \
-    -- "$ROOT/target/release/examples/hello" 2>"$SCRATCH/manager.log" &
+    -- "${worker[@]}" 2>"$SCRATCH/manager.log" &
 MANAGER=$!
 for _ in $(seq 1 200); do
     [ "$(count 'event="worker-ready"')" -ge "$WORKERS" ] && break

@@ -100,6 +100,21 @@ fn units() -> Option<(u64, u64, u64)> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn callers_within_a_second_share_one_reading() {
+        let cache = Cache::default();
+        let me = std::process::id();
+        let before = cache.of(vec![me]).await[0].expect("this process").rss_bytes;
+        // 64 MiB more, touched so that it is resident.
+        let grown = vec![1u8; 64 << 20];
+        let again = cache.of(vec![me]).await[0].expect("this process").rss_bytes;
+        assert_eq!(again, before, "the second caller gets the first reading");
+        std::thread::sleep(FRESH);
+        let later = cache.of(vec![me]).await[0].expect("this process").rss_bytes;
+        assert!(later >= before + (32 << 20), "{before} -> {later}");
+        drop(grown);
+    }
+
     #[test]
     fn reads_this_process() {
         let usage = of(std::process::id()).expect("/proc is mounted");

@@ -98,7 +98,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("leave-group") {
         args.remove(0);
         let manager = nix::unistd::getpgid(Some(nix::unistd::getppid()));
-        if let Err(e) = manager.and_then(|group| nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), group)) {
+        if let Err(e) =
+            manager.and_then(|group| nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), group))
+        {
             eprintln!("rogue: cannot leave my process group: {e}");
             return ExitCode::FAILURE;
         }
@@ -195,7 +197,11 @@ async fn run(mode: Mode) -> io::Result<()> {
 fn flood(channel: &OwnedFd) {
     let message = format!("STATUS={}", "x".repeat(4000));
     loop {
-        match send(channel.as_raw_fd(), message.as_bytes(), MsgFlags::MSG_NOSIGNAL) {
+        match send(
+            channel.as_raw_fd(),
+            message.as_bytes(),
+            MsgFlags::MSG_NOSIGNAL,
+        ) {
             Ok(_) => {}
             // The manager reads no faster: try again in a moment.
             Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(1)),
