@@ -8,7 +8,11 @@
 //! own thread. Calls as an unprivileged user run through `setpriv` as
 //! `nobody`, which needs root (skipped otherwise).
 
-mod load;
+// Only its load generator, for now.
+#[allow(unused_imports)]
+mod common;
+
+use common::load;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -1155,14 +1159,14 @@ fn scale_up_and_down_under_load_fails_no_request() {
     let manager = Setup::new("scale-load", 2).start(&daemon);
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], manager.port).into();
     let load = load::Load::start(addr, "/", 3);
-    load.wait_for_more(100, Duration::from_secs(20));
+    load.wait_for_more(100);
 
     assert_eq!(manager.call("Scale", &["u", "6"]), Ok(Json::Null));
     assert_eq!(manager.property("ReadyWorkers"), 6);
-    load.wait_for_more(100, Duration::from_secs(20));
+    load.wait_for_more(100);
     assert_eq!(manager.call("Scale", &["u", "1"]), Ok(Json::Null));
     assert_eq!(manager.property("ReadyWorkers"), 1);
-    load.wait_for_more(100, Duration::from_secs(20));
+    load.wait_for_more(100);
 
     let tally = load.stop();
     tally.assert_no_failures("scale 2 -> 6 -> 1");

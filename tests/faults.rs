@@ -8,15 +8,14 @@
 //! on its own, and the heartbeat timeout of one must not be starved by another.
 
 mod common;
-mod load;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::load::{Load, Tally};
 use common::*;
-use load::{Load, Tally};
 use nix::libc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -115,7 +114,7 @@ fn random_kill_9_under_load_fails_only_the_victims_requests() {
     manager.wait_ready(4);
     let addr = tcp(&manager);
     let load = Load::start(addr, "/", CLIENTS);
-    load.wait_for_more(200, PATIENCE);
+    load.wait_for_more(200);
 
     let mut rng = Rng::seeded();
     let mut killed: Vec<u32> = Vec::new();
@@ -140,7 +139,7 @@ fn random_kill_9_under_load_fails_only_the_victims_requests() {
     wait_for("four live, ready workers after the killing", || {
         (serving(&manager, &killed).len() == 4).then_some(())
     });
-    load.wait_for_more(200, PATIENCE);
+    load.wait_for_more(200);
     let tally = load.stop();
     report(&format!("{kills} workers SIGKILLed"), &tally);
     assert!(kills >= 10, "only {kills} kills in {KILLING:?}");
@@ -164,7 +163,7 @@ fn random_kill_9_under_load_fails_only_the_victims_requests() {
     );
 
     let after = Load::start(addr, "/", CLIENTS);
-    after.wait_for_more(300, PATIENCE);
+    after.wait_for_more(300);
     let tally = after.stop();
     report("after the killing", &tally);
     tally.assert_no_failures("after the killing");
@@ -266,7 +265,7 @@ fn out_of_descriptors_the_manager_backs_off_and_recovers() {
         unreachable!("bound on 127.0.0.1")
     };
     let load = Load::start(server, "/", 4);
-    load.wait_for_more(300, PATIENCE);
+    load.wait_for_more(300);
     let tally = load.stop();
     report("after recovery", &tally);
     tally.assert_no_failures("after recovery");
@@ -365,7 +364,7 @@ fn a_worker_that_never_reads_is_skipped_then_replaced() {
 
     // It is skipped: the others serve everything.
     let load = Load::start(addr, "/", 4);
-    load.wait_for_more(500, PATIENCE);
+    load.wait_for_more(500);
     let tally = load.stop();
     report("with a full, deaf worker", &tally);
     tally.assert_no_failures("with a full, deaf worker");
@@ -417,7 +416,7 @@ fn a_worker_that_never_reads_is_skipped_then_replaced() {
     );
 
     let load = Load::start(addr, "/", 4);
-    load.wait_for_more(300, PATIENCE);
+    load.wait_for_more(300);
     let tally = load.stop();
     report("after the replacement", &tally);
     tally.assert_no_failures("after the replacement");
@@ -457,7 +456,7 @@ fn a_config_file_that_does_not_parse_fails_the_reload_not_the_service() {
     manager.wait_ready(2);
     let before = manager.worker_pids();
     let load = Load::start(tcp(&manager), "/", 3);
-    load.wait_for_more(100, PATIENCE);
+    load.wait_for_more(100);
 
     std::fs::write(&config, "workers = [\"\u{0}\n[[kill-timeout\n").expect("break config");
     manager.signal(Signal::SIGHUP);
@@ -468,7 +467,7 @@ fn a_config_file_that_does_not_parse_fails_the_reload_not_the_service() {
         finished[0].line
     );
     assert!(finished[0].line.contains("refused"), "{}", finished[0].line);
-    load.wait_for_more(100, PATIENCE);
+    load.wait_for_more(100);
     let tally = load.stop();
     report("reload with a broken config file", &tally);
     tally.assert_no_failures("reload with a broken config file");

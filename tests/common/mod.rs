@@ -20,6 +20,7 @@
 #![allow(dead_code)]
 
 mod client;
+pub mod load;
 mod manager;
 mod procfs;
 mod start;
@@ -30,6 +31,7 @@ pub use procfs::*;
 pub use start::*;
 
 use std::ffi::{OsStr, OsString};
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -41,15 +43,26 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Polls `check` until it returns `Some`, or fails the test naming `what`.
 pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    poll(|| check().ok_or(()), |()| format!("waiting for {what}"))
+}
+
+/// Calls `attempt` until it succeeds, or fails the test naming `what` and
+/// the last error.
+pub fn retry<T, E: Debug>(what: &str, attempt: impl FnMut() -> Result<T, E>) -> T {
+    poll(attempt, |why| format!("waiting for {what}; last: {why:?}"))
+}
+
+/// Every 20 ms for [`PATIENCE`]: a test never sleeps a fixed time to wait.
+fn poll<T, E>(mut attempt: impl FnMut() -> Result<T, E>, waiting: impl Fn(E) -> String) -> T {
     let start = Instant::now();
     loop {
-        if let Some(found) = check() {
-            return found;
+        let why = match attempt() {
+            Ok(found) => return found,
+            Err(why) => why,
+        };
+        if start.elapsed() >= PATIENCE {
+            panic!("timed out after {PATIENCE:?} {}", waiting(why));
         }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "timed out after {PATIENCE:?} waiting for {what}"
-        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
