@@ -126,6 +126,16 @@ pub fn get(addr: &Addr, path: &str) -> io::Result<Response> {
     send(addr, path)?.response()
 }
 
+/// `GET path`: the body of a 200, or what went wrong (an error, or
+/// another answer), for tests that retry or count failures.
+pub fn get_ok(addr: &Addr, path: &str) -> Result<String, String> {
+    match get(addr, path) {
+        Ok(response) if response.status == 200 => Ok(response.body),
+        Ok(response) => Err(format!("{response:?}")),
+        Err(e) => Err(format!("GET {path} on {addr:?}: {e}")),
+    }
+}
+
 /// `GET /`, which must succeed with 200; returns the worker's (id, pid).
 pub fn hit(addr: &Addr) -> (u32, u32) {
     let response = get(addr, "/").unwrap_or_else(|e| panic!("GET / on {addr:?} failed: {e}"));
