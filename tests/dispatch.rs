@@ -26,8 +26,8 @@ fn round_robin_over_a_bound_socket() {
 
 #[test]
 fn round_robin_over_a_passed_socket() {
-    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = Addr::Tcp(socket.local_addr().unwrap());
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let addr = Addr::Tcp(socket.local_addr().expect("the socket\'s address"));
     let manager = serve_activated(&[("http", socket.as_raw_fd())], &[], &["-w", "3"], &hello());
     manager.wait_ready(3);
     assert_round_robin(&addr);
@@ -54,7 +54,10 @@ fn under_systemd_socket_activate() {
 fn unix_socket() {
     let dir = TempDir::new();
     let path = dir.path().join("app.sock");
-    let mut manager = serve(&["--listen", path.to_str().unwrap(), "-w", "2"], &hello());
+    let mut manager = serve(
+        &["--listen", path.to_str().expect("a UTF-8 path"), "-w", "2"],
+        &hello(),
+    );
     let addr = manager.listening(1).remove(0);
     assert_eq!(addr, Addr::Unix(path.clone()));
     manager.wait_ready(2);
@@ -82,7 +85,7 @@ fn ipv6() {
 fn assert_names(sockets: &[(&str, Addr)]) {
     for _ in 0..2 {
         for (name, addr) in sockets {
-            let response = get(addr, "/").unwrap();
+            let response = get(addr, "/").expect("GET /");
             assert_eq!(response.status, 200);
             assert!(
                 response.body.trim_end().ends_with(&format!(" on {name}")),
@@ -115,8 +118,8 @@ fn two_bound_sockets() {
 
 #[test]
 fn two_passed_sockets() {
-    let http = TcpListener::bind("127.0.0.1:0").unwrap();
-    let admin = TcpListener::bind("[::1]:0").unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let admin = TcpListener::bind("[::1]:0").expect("bind a listening socket");
     let manager = serve_activated(
         &[("http", http.as_raw_fd()), ("admin", admin.as_raw_fd())],
         &[],
@@ -125,15 +128,21 @@ fn two_passed_sockets() {
     );
     manager.wait_ready(2);
     assert_names(&[
-        ("http", Addr::Tcp(http.local_addr().unwrap())),
-        ("admin", Addr::Tcp(admin.local_addr().unwrap())),
+        (
+            "http",
+            Addr::Tcp(http.local_addr().expect("the socket\'s address")),
+        ),
+        (
+            "admin",
+            Addr::Tcp(admin.local_addr().expect("the socket\'s address")),
+        ),
     ]);
 }
 
 #[test]
 fn worker_environment() {
-    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = Addr::Tcp(socket.local_addr().unwrap());
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let addr = Addr::Tcp(socket.local_addr().expect("the socket\'s address"));
     // What systemd gives a service that must not reach its workers.
     let manager_only = [
         ("NOTIFY_SOCKET", "/nonexistent/notify"),
@@ -152,7 +161,9 @@ fn worker_environment() {
     manager.wait_ready(2);
     let listening_inode = format!(
         "socket:[{}]",
-        nix::sys::stat::fstat(socket.as_raw_fd()).unwrap().st_ino
+        nix::sys::stat::fstat(socket.as_raw_fd())
+            .expect("fstat the listening socket")
+            .st_ino
     );
     for _ in 0..2 {
         let (id, pid) = hit(&addr);
@@ -211,7 +222,7 @@ fn the_python_example_serves() {
             "--listen",
             "127.0.0.1:0",
             "--listen",
-            path.to_str().unwrap(),
+            path.to_str().expect("a UTF-8 path"),
             "-w",
             "2",
         ],
@@ -221,7 +232,7 @@ fn the_python_example_serves() {
     manager.wait_ready(2);
     let mut ids = Vec::new();
     for addr in addrs.iter().cycle().take(4) {
-        let response = get(addr, "/").unwrap();
+        let response = get(addr, "/").expect("GET /");
         assert_eq!(response.status, 200);
         assert!(
             response.body.starts_with("hello from python worker "),

@@ -129,7 +129,10 @@ fn never_ready_is_killed_at_the_ready_timeout() {
     let started = manager.worker_pids();
     assert_eq!(started.len(), 2);
     assert_eq!(
-        timed_out.iter().map(|e| e.pid.unwrap()).collect::<Vec<_>>(),
+        timed_out
+            .iter()
+            .map(|e| e.pid.expect("a worker pid in the event"))
+            .collect::<Vec<_>>(),
         started
     );
     wait_gone(&started);
