@@ -1,15 +1,13 @@
 //! Bad input: the manager refuses to start with a line on stderr naming the
 //! problem and exit status 2, before any worker runs.
 
-mod common;
-
 use std::ffi::OsString;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 
 /// A worker command that leaves a mark if it is ever started.
 struct Marked {

@@ -8,8 +8,6 @@
 //! own thread. Calls as an unprivileged user run through `setpriv` as
 //! `nobody`, which needs root (skipped otherwise).
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -22,7 +20,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value as Json;
 
 const PATH: &str = "/io/sockherd/Manager";

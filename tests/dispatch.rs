@@ -2,12 +2,10 @@
 //! `--listen`, passed by systemd, passed by `systemd-socket-activate`), and
 //! what each worker is given.
 
-mod common;
-
 use std::net::{Ipv6Addr, TcpListener};
 use std::os::fd::AsRawFd;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 /// Nine sequential requests to three ready workers go 0, 1, 2, 0, 1, 2, ….

@@ -4,18 +4,16 @@
 //! load generator (a new connection per request) and prints what the clients
 //! saw: requests sent, failed and refused.
 //!
-//! The tests take turns (one lock for the file): each loads a 2-core machine
-//! on its own, and the heartbeat timeout of one must not be starved by another.
-
-mod common;
+//! Each test runs alone ([`alone`]: no other test of the binary runs a
+//! manager meanwhile): each loads a 2-core machine on its own, and the
+//! heartbeat timeout of one must not be starved by another.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::load::{Load, Tally};
-use common::*;
+use crate::common::load::{Load, Tally};
+use crate::common::*;
 use nix::libc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -26,14 +24,6 @@ const KILLING: Duration = Duration::from_secs(8);
 
 /// Time between two kills.
 const KILL_EVERY: Duration = Duration::from_millis(200);
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn take_turn() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The TCP address of a manager's only socket.
 fn tcp(manager: &Manager) -> SocketAddr {
@@ -96,7 +86,7 @@ impl Rng {
 /// again and no request fails.
 #[test]
 fn random_kill_9_under_load_fails_only_the_victims_requests() {
-    let _turn = take_turn();
+    let _alone = alone();
     const CLIENTS: usize = 6;
     let manager = serve(
         &[
@@ -220,7 +210,7 @@ fn set_nofile(pid: u32, soft: Option<libc::rlim_t>, old: Option<libc::rlimit>) -
 /// client that waited in the backlog, and everyone after.
 #[test]
 fn out_of_descriptors_the_manager_backs_off_and_recovers() {
-    let _turn = take_turn();
+    let _alone = alone();
     const FLOOD: usize = 300;
     let mut manager = serve(&["--listen", "127.0.0.1:0", "-w", "2"], &hello());
     manager.wait_ready(2);
@@ -272,9 +262,15 @@ fn out_of_descriptors_the_manager_backs_off_and_recovers() {
     assert!(manager.try_exit().is_none(), "the manager died");
 }
 
-/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit: filling a
-/// channel means holding a thousand or more connections open.
-fn raise_own_nofile() {
+/// This process's `RLIMIT_NOFILE` as it was before [`raise_own_nofile`],
+/// put back when dropped: every test of the binary shares the process, and
+/// the managers they start inherit its limit.
+struct OwnNofile(libc::rlimit);
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit until the
+/// returned value is dropped: filling a channel means holding a thousand or
+/// more connections open. The manager started meanwhile inherits the limit.
+fn raise_own_nofile() -> OwnNofile {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -282,8 +278,23 @@ fn raise_own_nofile() {
     // SAFETY: getrlimit and setrlimit only read and write `limit`, valid for both calls.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        let old = OwnNofile(limit);
         limit.rlim_cur = limit.rlim_max;
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        old
+    }
+}
+
+impl Drop for OwnNofile {
+    fn drop(&mut self) {
+        // SAFETY: setrlimit only reads the limit, valid for the call.
+        let restored = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.0) };
+        if restored != 0 && !std::thread::panicking() {
+            panic!(
+                "restore this process's RLIMIT_NOFILE: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -311,8 +322,9 @@ fn metric(text: &str, prefix: &str, label: &str) -> Option<u64> {
 /// more, and the replacement serves like the others.
 #[test]
 fn a_worker_that_never_reads_is_skipped_then_replaced() {
-    let _turn = take_turn();
-    raise_own_nofile();
+    let _alone = alone();
+    // Dropped after the manager, which inherits it.
+    let _nofile = raise_own_nofile();
     let dir = TempDir::new();
     let http = TcpListener::bind("127.0.0.1:0").expect("bind the http socket");
     let metrics = TcpListener::bind("127.0.0.1:0").expect("bind the metrics socket");
@@ -434,7 +446,7 @@ fn a_worker_that_never_reads_is_skipped_then_replaced() {
 /// the workers that run keep serving and no request fails.
 #[test]
 fn a_config_file_that_does_not_parse_fails_the_reload_not_the_service() {
-    let _turn = take_turn();
+    let _alone = alone();
     let dir = TempDir::new();
     let config = dir.path().join("app.toml");
     let argv: Vec<String> = hello()

@@ -3,11 +3,9 @@
 //! endless line (no newline ever) on stdout, while worker 1 serves. The
 //! manager's RSS is sampled after a warm-up and again seconds later.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Growth allowed between the two samples: allocator noise, not a leak
 /// (the flood pushes hundreds of MB through the manager meanwhile).
@@ -24,6 +22,9 @@ fn rss_kb(pid: u32) -> u64 {
 
 #[test]
 fn a_flooding_worker_does_not_grow_the_manager() {
+    // It measures the manager while loading the machine: no other test's
+    // manager runs meanwhile (its own binary, before the tests were one).
+    let _alone = alone();
     let dir = TempDir::new();
     let socket = dir.path().join("http.sock");
     let script = format!(

@@ -1,11 +1,9 @@
 //! Lifecycle: a killed worker is replaced, workers never outlive the manager,
 //! and SIGTERM drains in-flight requests and stops within the kill timeout.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -1,11 +1,9 @@
 //! Misbehaving workers (the `rogue` test binary): each fault costs the worker
 //! its life, never the manager's, and clients do not notice.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 
 /// Each `rogue MODE` worker breaks the protocol right after its first
 /// connection. Every request must still succeed, each served by a fresh

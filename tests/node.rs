@@ -5,8 +5,6 @@
 //! (or kills it, if the test fails) itself. Without `node` on the PATH the
 //! tests say so loudly and pass without running.
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 fn node_available() -> bool {

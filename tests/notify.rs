@@ -4,15 +4,13 @@
 //! exact messages that arrive. Bad `NOTIFY_SOCKET`/`WATCHDOG_USEC` values must
 //! cost a warning, never the service.
 
-mod common;
-
 use std::ffi::OsString;
 use std::ops::{Deref, DerefMut};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 /// One `sockherd serve` under test (the harness's [`Manager`], which it

@@ -4,15 +4,13 @@
 //! runs an unmodified socket-activated server that accepts by itself, and the
 //! metrics socket (never dispatched) serves Prometheus text whose counters move.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

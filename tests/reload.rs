@@ -2,10 +2,8 @@
 //! a new connection per request while workers are reloaded, replaced or
 //! announce they are going, and asserts that no request failed (issue 5).
 
-mod common;
-
-use common::load::Load;
-use common::*;
+use crate::common::load::Load;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 /// The TCP address of a manager's only socket.

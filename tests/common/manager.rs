@@ -9,6 +9,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::turns::{share, Shared};
 use super::{alive, start_time, wait_for, Addr, PATIENCE};
 
 /// How much of a stream the harness keeps: a worker flooding its output
@@ -50,6 +51,9 @@ pub struct Manager {
     /// complete.
     log_done: mpsc::Receiver<()>,
     status: Option<ExitStatus>,
+    /// Its test's share of the machine, given back once it and its workers
+    /// are gone (fields drop after [`Manager::drop`]).
+    _turn: Shared,
 }
 
 /// Locks `mutex` even if a panicking test thread poisoned it: the log is
@@ -99,6 +103,7 @@ fn collect(
 
 impl Manager {
     pub(super) fn spawn(mut cmd: Command) -> Manager {
+        let turn = share();
         let mut child = cmd.spawn().expect("start sockherd");
         let stderr = child.stderr.take().expect("stderr is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -117,6 +122,7 @@ impl Manager {
             workers,
             log_done,
             status: None,
+            _turn: turn,
         }
     }
 

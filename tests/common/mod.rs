@@ -1,34 +1,58 @@
 //! The integration tests' harness: runs the real `sockherd` binary with real
 //! workers and looks at it only from outside, as systemd and clients would.
+//! Every test file that starts a manager uses it: none spawns `sockherd
+//! serve`, reads its log or waits with a deadline of its own.
 //!
 //! - [`serve`] starts it with `--listen` (port 0: the kernel picks a free port,
 //!   read back from the manager's log with [`Manager::listening`]);
 //! - [`serve_activated`] passes it listening sockets exactly as systemd does:
 //!   at fd 3 onwards, with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` set
 //!   in the child between fork and exec, from its own `getpid()`;
-//! - [`socket_activate`] goes through the real `systemd-socket-activate`.
+//! - [`socket_activate`] goes through the real `systemd-socket-activate`;
+//! - [`Start`] is what all three build on, for a test that needs more: its
+//!   own variables, `--log` elsewhere, options that are not `&str`.
 //!
-//! The manager logs to stderr (`--log stderr`); the harness collects every line
-//! and waits on the structured fields of its events (`event="worker-ready"
-//! worker_id=0 worker_pid=…`) by polling, never by sleeping a fixed time.
-//! A [`Manager`] is SIGKILLed by pid when dropped, and prints its log if the
-//! test failed. Worker programs: the `hello` example, the `rogue` test binary
-//! (built once on first use, so `cargo test --workspace` alone is enough) and
-//! `examples/worker.py`.
-
-// Each test file uses its own part of the harness.
-#![allow(dead_code)]
+//! No manager sees the variables systemd may have given the test itself
+//! ([`SERVICE_VARS`]). It logs to stderr (`--log stderr`); the harness
+//! collects every line of its stderr and stdout and waits on the structured
+//! fields of its events (`event="worker-ready" worker_id=0 worker_pid=…`) or
+//! on its log text, by polling, never by sleeping a fixed time. Every wait
+//! lasts at most [`PATIENCE`]. A [`Manager`] is SIGKILLed by pid when
+//! dropped; a worker of it still alive then fails the test, and a failed
+//! test prints the log. Worker programs: the `hello` example, the `rogue` test
+//! binary (built once on first use, so `cargo test --workspace` alone is
+//! enough) and `examples/worker.py`; [`load`] is the load generator.
+//!
+//! The integration tests are one test binary, `tests/integration.rs`, whose
+//! modules are the files of `tests/` (Cargo.toml: `autotests = false`), rather
+//! than one binary per file including this module, or a library crate:
+//! - so that rustc's dead-code lint sees every helper here: one that no test
+//!   uses any more is an error, not something an `allow(dead_code)` hides
+//!   (which a binary per file needed, each using its own part, and which a
+//!   library's public items would escape as silently);
+//! - so that the harness can use `env!("CARGO_BIN_EXE_sockherd")` and
+//!   `CARGO_MANIFEST_DIR` as they are, which a library could not;
+//! - and one link instead of twelve.
+//!
+//! One binary is one process, its tests two at a time: they share the
+//! process's environment (no test changes it: variables are set in the
+//! child, between fork and exec), its rlimits (the one test that raises its
+//! own puts it back) and the machine. Tests that load the machine on their
+//! own and measure the manager meanwhile run [`alone`]: no other test runs a
+//! manager while they do, as when each had a binary (and a lock) of its own.
 
 mod client;
 pub mod load;
 mod manager;
 mod procfs;
 mod start;
+mod turns;
 
 pub use client::*;
 pub use manager::*;
 pub use procfs::*;
 pub use start::*;
+pub use turns::alone;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Debug;
