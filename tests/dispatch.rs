@@ -2,8 +2,10 @@
 //! `--listen`, passed by systemd, passed by `systemd-socket-activate`), and
 //! what each worker is given.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv6Addr, TcpListener};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use crate::common::*;
 use nix::sys::signal::Signal;
@@ -200,6 +202,92 @@ fn worker_environment() {
             "worker {id} inherited the listening socket: {fds:?}"
         );
     }
+}
+
+/// The variables that `docs/protocol.md` says a worker is given: the
+/// backticked names in the first column of the table in its "Environment"
+/// section (the names elsewhere in that section are those it removes).
+fn documented_worker_variables() -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/protocol.md");
+    let text = std::fs::read_to_string(&path).expect("read docs/protocol.md");
+    let names: BTreeSet<String> = text
+        .lines()
+        .skip_while(|line| line.trim() != "## Environment")
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "))
+        .filter(|line| line.starts_with('|'))
+        .filter_map(|row| row.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        names.contains("SOCKHERD_CHANNEL_FD"),
+        "no Environment table found in {}: {names:?}",
+        path.display()
+    );
+    names
+}
+
+/// Every variable a worker has that its manager was not started with is one
+/// that `docs/protocol.md` lists: the manager sets nothing undocumented. It
+/// starts from a known, minimal environment, with `--heartbeat-timeout` so
+/// that the variables only some workers get are set as well.
+#[test]
+fn every_variable_a_worker_is_given_is_documented() {
+    let manager = Start::new(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "--name",
+            "documented",
+            "--heartbeat-timeout",
+            "5s",
+        ],
+        &hello(),
+    )
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .spawn();
+    let addr = manager.listening(1).remove(0);
+    manager.wait_ready(1);
+    let (_, pid) = hit(&addr);
+    let started_with: BTreeSet<String> = environ(manager.pid())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        started_with,
+        BTreeSet::from(["PATH".to_owned()]),
+        "the manager's own environment"
+    );
+    let added: BTreeMap<String, String> = environ(pid)
+        .into_iter()
+        .filter(|(name, _)| !started_with.contains(name))
+        .collect();
+    assert!(
+        added.contains_key("SOCKHERD_WORKER_ID"),
+        "the worker was given nothing: {added:?}"
+    );
+    let documented = documented_worker_variables();
+    let undocumented: Vec<String> = added
+        .iter()
+        .filter(|(name, _)| !documented.contains(*name))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "the manager gives its workers {} that docs/protocol.md's Environment table does not list \
+         (it lists {documented:?})",
+        undocumented.join(", ")
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! with `--listen`, handed listening sockets as systemd hands them, or run by
 //! the real `systemd-socket-activate`; in the test's environment less what
 //! systemd meant for a service of its own ([`SERVICE_VARS`]), changed as the
-//! test asks ([`Start::env`]).
+//! test asks ([`Start::env`], [`Start::env_clear`]).
 //!
 //! Every change to the environment is made in the child between fork and
 //! exec, with `setenv`/`unsetenv`, never with [`Command::env`]: `LISTEN_PID`
@@ -85,6 +85,14 @@ impl Start {
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Start {
         let value = value.as_ref().to_owned();
         self.env.push((key.as_ref().to_owned(), Some(value)));
+        self
+    }
+
+    /// Starts the manager with no variables but those set afterwards (and
+    /// the `LISTEN_*` of [`Start::activated`]).
+    pub fn env_clear(mut self) -> Start {
+        self.clear = true;
+        self.env.clear();
         self
     }
 
