@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -271,6 +272,9 @@ impl Drop for Manager {
             let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
             let _ = self.child.wait();
         }
+        // Every worker-started line read (a killed manager's pipes end at
+        // once: its workers' output goes to pipes of its own, not to these).
+        let _ = self.log_done.recv_timeout(PATIENCE);
         // The start time tells a worker from a process that got its pid later.
         let workers = lock(&self.workers).clone();
         let survivors = || -> Vec<u32> {
@@ -280,10 +284,10 @@ impl Drop for Manager {
                 .map(|(pid, _)| *pid)
                 .collect()
         };
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let mut left = survivors();
         while !left.is_empty() && start.elapsed() < PATIENCE {
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20));
             left = survivors();
         }
         for pid in &left {
