@@ -114,13 +114,15 @@ fn a_worker_announcing_stopping_under_load_fails_no_request() {
 fn a_bloated_worker_is_replaced_without_a_failed_request() {
     let manager = serve(
         &["--listen", "127.0.0.1:0", "-w", "2", "--max-memory", "40M"],
-        &rogue(&["bloat", "32"]),
+        &rogue(&["bloat", "8"]),
     );
     manager.wait_ready(2);
     let load = Load::start(tcp(&manager), "/", 2);
-    // 32 KiB per connection: each worker crosses 40 MiB within seconds, and
+    // 8 KiB per connection: each worker crosses 40 MiB within seconds, and
     // grows slowly enough that the 1 s sampling replaces it long before twice
-    // the limit (where it would be killed outright).
+    // the limit (where it would be killed outright): from 40 to 80 MiB takes
+    // 5120 connections, more than two clients make in a second here (about
+    // 2800). At 32 KiB, the 1280 it took were made in half a second.
     let replaced = manager.wait_events("worker-memory-replace", 2);
     assert!(replaced.iter().any(|e| e.id == Some(0)) || replaced.iter().any(|e| e.id == Some(1)));
     manager.wait_events("worker-draining", 2);
