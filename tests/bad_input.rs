@@ -1,15 +1,13 @@
 //! Bad input: the manager refuses to start with a line on stderr naming the
 //! problem and exit status 2, before any worker runs.
 
-mod common;
-
 use std::ffi::OsString;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 
 /// A worker command that leaves a mark if it is ever started.
 struct Marked {
@@ -79,8 +77,11 @@ fn no_sockets() {
 
 #[test]
 fn address_in_use() {
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let addr = taken
+        .local_addr()
+        .expect("the socket\'s address")
+        .to_string();
     let marked = Marked::new();
     let log = marked.refused(serve(&["--listen", &addr], &marked.worker()));
     one_line(&log, &format!("cannot bind {addr}"));
@@ -88,7 +89,7 @@ fn address_in_use() {
 
 #[test]
 fn sockets_meant_for_another_process() {
-    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
     let marked = Marked::new();
     let log = marked.refused(serve_activated(
         &[("http", socket.as_raw_fd())],
@@ -102,10 +103,11 @@ fn sockets_meant_for_another_process() {
 #[test]
 fn passed_fd_is_not_a_listening_socket() {
     let dir = TempDir::new();
-    let file = File::create(dir.path().join("plain")).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let connected = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let datagram = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let file = File::create(dir.path().join("plain")).expect("create a plain file");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let connected = TcpStream::connect(listener.local_addr().expect("the socket\'s address"))
+        .expect("connect to the listener");
+    let datagram = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
     for (fd, why) in [
         (file.as_raw_fd(), "it is not a socket"),
         (connected.as_raw_fd(), "listen() was not called on it"),
@@ -122,7 +124,7 @@ fn passed_fd_is_not_a_listening_socket() {
 
 #[test]
 fn listen_flag_with_passed_sockets() {
-    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
     let marked = Marked::new();
     let log = marked.refused(serve_activated(
         &[("http", socket.as_raw_fd())],
@@ -145,8 +147,9 @@ fn worker_command_not_found() {
 fn worker_command_not_executable() {
     let dir = TempDir::new();
     let script = dir.path().join("app.sh");
-    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write the script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644))
+        .expect("chmod the script");
     let log = Marked::new().refused(serve(
         &["--listen", "127.0.0.1:0"],
         &[script.clone().into()],

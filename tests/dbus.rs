@@ -8,83 +8,43 @@
 //! own thread. Calls as an unprivileged user run through `setpriv` as
 //! `nobody`, which needs root (skipped otherwise).
 
-mod load;
-
 use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use serde_json::Value as Json;
 
 const PATH: &str = "/io/sockherd/Manager";
 const IFACE: &str = "io.sockherd.Manager1";
 const NOBODY: u32 = 65534;
 
-/// A directory of its own for each daemon and manager, removed afterwards.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "sockherd-dbus-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        // nobody must reach the bus socket inside.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod the temporary directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Stops a child we started: SIGTERM, then SIGKILL if it lingers.
-fn stop(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// A private bus with the system bus's rules and sockherd's policy file.
 struct Daemon {
-    /// The `dbus-daemon` process, stopped on drop.
+    /// The `dbus-daemon` process, killed on drop.
     child: Child,
     /// What clients connect to, as the daemon printed it.
     address: String,
-    /// Holds the config, the socket and the managers' logs.
+    /// Holds the config and the socket.
     dir: TempDir,
 }
 
 impl Daemon {
     fn start() -> Daemon {
         let dir = TempDir::new();
+        // nobody must reach the bus socket inside.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the temporary directory");
         let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/dbus/io.sockherd.conf");
-        let config = dir.0.join("bus.conf");
+        let config = dir.path().join("bus.conf");
         std::fs::write(
             &config,
             format!(
@@ -112,7 +72,7 @@ impl Daemon {
   <include>{policy}</include>
 </busconfig>
 "#,
-                dir = dir.0.display(),
+                dir = dir.path().display(),
                 policy = policy.display()
             ),
         )
@@ -140,51 +100,21 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        stop(&mut self.child);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// `target/debug/examples/hello`, built if `cargo test` did not build it.
-fn hello() -> PathBuf {
-    static BUILT: Mutex<bool> = Mutex::new(false);
-    let path = Path::new(env!("CARGO_BIN_EXE_sockherd"))
-        .parent()
-        .expect("the binary's directory")
-        .join("examples/hello");
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() && !*built {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "hello"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example hello");
-        assert!(status.success(), "cargo build --example hello failed");
-        *built = true;
-    }
-    assert!(path.exists(), "{} is missing", path.display());
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A running `sockherd serve`, stopped on drop.
-struct Manager {
-    /// The `sockherd serve` process, stopped on drop.
-    child: Child,
+/// A running `sockherd serve` on the daemon's bus: the harness's
+/// [`Manager`], which it derefs to, and how to reach it.
+struct App {
+    manager: Manager,
     /// Where it listens, on 127.0.0.1.
     port: u16,
     /// The well-known name it should own.
     name: String,
     /// The bus it was pointed at.
     address: String,
-    /// Its stderr, to check what it logged.
-    log: PathBuf,
 }
 
 /// How to start a manager.
@@ -196,7 +126,7 @@ struct Setup<'a> {
     /// Extra `serve` options.
     options: Vec<String>,
     /// The worker command; `hello` when empty.
-    command: Vec<String>,
+    command: Vec<OsString>,
     /// Environment variables to set.
     env: Vec<(&'a str, String)>,
     /// Wait for the name on the daemon's bus; off when testing bus failures.
@@ -215,14 +145,9 @@ impl<'a> Setup<'a> {
         }
     }
 
-    fn start(self, daemon: &Daemon) -> Manager {
-        let port = free_port();
-        let log = daemon
-            .dir
-            .0
-            .join(format!("{}.log", self.app.replace('/', "_")));
+    fn start(self, daemon: &Daemon) -> App {
         let command = if self.command.is_empty() {
-            vec![hello().display().to_string()]
+            hello()
         } else {
             self.command
         };
@@ -230,58 +155,51 @@ impl<'a> Setup<'a> {
         if !options.iter().any(|o| o.starts_with("--bus")) {
             options.extend(["--bus-address".to_owned(), daemon.address.clone()]);
         }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockherd"));
-        cmd.args(["serve", "--log", "stderr", "--name", self.app])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--workers", &self.workers.to_string()])
-            .args(&options)
-            .arg("--")
-            .args(&command)
-            .env_remove("INVOCATION_ID")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the manager's log"));
-        for (key, value) in &self.env {
-            cmd.env(key, value);
-        }
-        let child = cmd.spawn().expect("start sockherd serve");
-        let manager = Manager {
-            child,
+        let workers = self.workers.to_string();
+        let args = ["--name", self.app, "--listen", "127.0.0.1:0"];
+        let start = options.iter().fold(
+            Start::new(&args, &command).arg("--workers").arg(&workers),
+            |start, option| start.arg(option),
+        );
+        let manager = self
+            .env
+            .iter()
+            .fold(start, |start, (key, value)| start.env(key, value))
+            .spawn();
+        let port = match manager.listening(1).remove(0) {
+            Addr::Tcp(addr) => addr.port(),
+            Addr::Unix(path) => panic!("listening on {}, not TCP", path.display()),
+        };
+        let app = App {
+            manager,
             port,
             name: sockherd::decoders::bus_name(self.app),
             address: daemon.address.clone(),
-            log,
         };
         if self.wait_for_bus {
-            manager.wait_until("ready", |m| {
+            app.wait_until("ready", |m| {
                 m.try_property("ReadyWorkers") == Some(Json::from(self.workers))
             });
         } else {
-            manager.wait_until("serving", |m| m.curl("/").is_some());
+            app.wait_until("serving", |m| m.curl("/").is_some());
         }
-        manager
+        app
     }
 }
 
-impl Manager {
-    fn wait_until(&self, what: &str, done: impl Fn(&Manager) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !done(self) {
-            assert!(
-                Instant::now() < deadline,
-                "{} not {what} in time; log:\n{}",
-                self.name,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
+impl Deref for App {
+    type Target = Manager;
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    fn deref(&self) -> &Manager {
+        &self.manager
+    }
+}
+
+impl App {
+    fn wait_until(&self, what: &str, done: impl Fn(&App) -> bool) {
+        wait_for(&format!("{} to be {what}", self.name), || {
+            done(self).then_some(())
+        })
     }
 
     /// `busctl --address=… --json=short ARGS…` as root or as `nobody`.
@@ -300,6 +218,7 @@ impl Manager {
         };
         cmd.arg(format!("--address={}", self.address))
             .arg("--json=short")
+            .arg(format!("--timeout={}", PATIENCE.as_secs()))
             .args(args)
             .output()
             .expect("busctl must be installed (Debian: systemd)")
@@ -342,7 +261,8 @@ impl Manager {
         };
         let out = cmd
             .arg(format!("--bus={}", self.address))
-            .args(["--print-reply", "--reply-timeout=30000"])
+            .arg("--print-reply")
+            .arg(format!("--reply-timeout={}", PATIENCE.as_millis()))
             .arg(format!("--dest={}", self.name))
             .arg(PATH)
             .arg(format!("{IFACE}.{method}"))
@@ -368,7 +288,7 @@ impl Manager {
 
     fn property(&self, name: &str) -> Json {
         self.try_property(name)
-            .unwrap_or_else(|| panic!("cannot read {name}; log:\n{}", self.log()))
+            .unwrap_or_else(|| panic!("cannot read {name} of {}", self.name))
     }
 
     fn workers(&self) -> Vec<Worker> {
@@ -398,7 +318,8 @@ impl Manager {
     /// `GET path` with curl; the body, if the status was 200.
     fn curl(&self, path: &str) -> Option<String> {
         let out = Command::new("curl")
-            .args(["-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}"])
+            .args(["-s", "-m", &PATIENCE.as_secs().to_string()])
+            .args(["-o", "-", "-w", "\n%{http_code}"])
             .arg(format!("http://127.0.0.1:{}{path}", self.port))
             .output()
             .expect("curl must be installed");
@@ -409,17 +330,11 @@ impl Manager {
 
     /// Runs `sockherd ARGS… --address …`.
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sockherd"))
+        Command::new(sockherd())
             .args(args)
             .args(["--address", &self.address])
             .output()
             .expect("run sockherd")
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        stop(&mut self.child);
     }
 }
 
@@ -435,7 +350,7 @@ struct Worker {
 }
 
 /// The worker ids that answered `n` requests.
-fn ids_reached(manager: &Manager, n: usize) -> BTreeSet<u32> {
+fn ids_reached(manager: &App, n: usize) -> BTreeSet<u32> {
     (0..n)
         .map(|_| {
             let body = manager.curl("/").expect("a 200 from the app");
@@ -454,16 +369,16 @@ fn is_root() -> bool {
 /// `hello` behind a shell that fails at once while `broken` exists (so a
 /// reload can fail) and does not start while `hold` exists (so a reload can
 /// be caught under way).
-fn gated_worker(broken: &Path, hold: &Path) -> Vec<String> {
-    vec![
+fn gated_worker(broken: &Path, hold: &Path) -> Vec<OsString> {
+    let mut command: Vec<OsString> = vec![
         "/bin/sh".into(),
         "-c".into(),
         r#"if [ -e "$1" ]; then exit 3; fi; while [ -e "$2" ]; do sleep 0.05; done; exec "$0""#
             .into(),
-        hello().display().to_string(),
-        broken.display().to_string(),
-        hold.display().to_string(),
-    ]
+    ];
+    command.extend(hello());
+    command.extend([broken.into(), hold.into()]);
+    command
 }
 
 #[test]
@@ -593,7 +508,8 @@ fn scale_and_refusals() {
             let port = manager.port;
             let handle = thread::spawn(move || {
                 Command::new("curl")
-                    .args(["-s", "-m", "10", "-w", "\n%{http_code}"])
+                    .args(["-s", "-m", &PATIENCE.as_secs().to_string()])
+                    .args(["-w", "\n%{http_code}"])
                     .arg(format!("http://127.0.0.1:{port}/slow?ms=1500"))
                     .output()
                     .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -719,17 +635,17 @@ fn watch_signals(address: &str, name: &str) -> mpsc::Receiver<Signal> {
         });
     });
     subscribed_rx
-        .recv_timeout(Duration::from_secs(10))
+        .recv_timeout(PATIENCE)
         .expect("the signal watcher subscribed");
     rx
 }
 
-/// Every signal received until `done` has been seen (or 15 s passed).
+/// Every signal received until `done` has been seen (or [`PATIENCE`] passed).
 fn signals_until(
     rx: &mpsc::Receiver<Signal>,
     mut done: impl FnMut(&Signal) -> bool,
 ) -> Vec<Signal> {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + PATIENCE;
     let mut seen = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
@@ -749,8 +665,8 @@ fn signals_until(
 #[test]
 fn reload_restart_and_signals() {
     let daemon = Daemon::start();
-    let broken = daemon.dir.0.join("broken");
-    let hold = daemon.dir.0.join("hold");
+    let broken = daemon.dir.path().join("broken");
+    let hold = daemon.dir.path().join("hold");
     let mut setup = Setup::new("reloader", 2);
     setup.command = gated_worker(&broken, &hold);
     let manager = setup.start(&daemon);
@@ -764,6 +680,7 @@ fn reload_restart_and_signals() {
         thread::spawn(move || {
             Command::new("busctl")
                 .arg(format!("--address={address}"))
+                .arg(format!("--timeout={}", PATIENCE.as_secs()))
                 .args(["call", &name, PATH, IFACE, "Reload"])
                 .output()
         })
@@ -890,7 +807,7 @@ fn access_control() {
     assert_eq!(manager.property("Generation"), 1);
     let after: BTreeSet<u32> = manager.workers().iter().map(|w| w.pid).collect();
     assert_eq!(pids, after);
-    assert!(manager.log().contains("refused Scale(3) from uid 65534"));
+    assert!(manager.has_line("refused Scale(3) from uid 65534"));
 
     // The bus policy: nobody cannot take a sockherd name.
     let out = Command::new("setpriv")
@@ -939,7 +856,7 @@ fn access_control() {
 #[test]
 fn cli() {
     let daemon = Daemon::start();
-    let empty = Command::new(env!("CARGO_BIN_EXE_sockherd"))
+    let empty = Command::new(sockherd())
         .args(["status", "--address", &daemon.address])
         .output()
         .expect("sockherd status");
@@ -1076,10 +993,9 @@ fn bus_choice_and_failures() {
     setup.options = vec!["--bus".into(), "auto".into()];
     let auto = setup.start(&daemon);
     assert!(
-        auto.log()
-            .contains("--bus auto: DBUS_SESSION_BUS_ADDRESS is set"),
+        auto.has_line("--bus auto: DBUS_SESSION_BUS_ADDRESS is set"),
         "{}",
-        auto.log()
+        auto.log_text()
     );
 
     // …and no bus when there is none to be seen.
@@ -1087,20 +1003,20 @@ fn bus_choice_and_failures() {
     setup.options = vec!["--bus".into(), "auto".into()];
     setup.wait_for_bus = false;
     let alone = setup.start(&daemon);
-    assert!(alone.log().contains("D-Bus: not used"), "{}", alone.log());
+    assert!(alone.has_line("D-Bus: not used"), "{}", alone.log_text());
 
     // A bus that cannot be reached: auto warns, explicit logs an error; both serve on.
-    let nowhere = format!("unix:path={}/no-such-socket", daemon.dir.0.display());
+    let nowhere = format!("unix:path={}/no-such-socket", daemon.dir.path().display());
     let mut setup = Setup::new("auto-unreachable", 1);
     setup.options = vec!["--bus".into(), "auto".into()];
     setup.env = vec![("DBUS_SESSION_BUS_ADDRESS", nowhere.clone())];
     setup.wait_for_bus = false;
     let warned = setup.start(&daemon);
-    warned.wait_until("warned", |m| m.log().contains("WARN"));
+    warned.wait_until("warned", |m| m.has_line("WARN"));
     assert!(
-        warned.log().contains("going on without D-Bus"),
+        warned.has_line("going on without D-Bus"),
         "{}",
-        warned.log()
+        warned.log_text()
     );
     assert!(warned.curl("/").is_some());
 
@@ -1109,11 +1025,11 @@ fn bus_choice_and_failures() {
     setup.env = vec![("DBUS_SYSTEM_BUS_ADDRESS", nowhere)];
     setup.wait_for_bus = false;
     let failed = setup.start(&daemon);
-    failed.wait_until("failed", |m| m.log().contains("ERROR"));
+    failed.wait_until("failed", |m| m.has_line("ERROR"));
     assert!(
-        failed.log().contains("going on without D-Bus"),
+        failed.has_line("going on without D-Bus"),
         "{}",
-        failed.log()
+        failed.log_text()
     );
     assert!(failed.curl("/").is_some());
 
@@ -1122,28 +1038,18 @@ fn bus_choice_and_failures() {
     setup.wait_for_bus = false;
     let twin = setup.start(&daemon);
     twin.wait_until("refused the name", |m| {
-        m.log().contains("owned by another process")
+        m.has_line("owned by another process")
     });
     assert!(twin.curl("/").is_some());
     assert_eq!(session.property("Workers"), 1);
 
     // Contradictory options are refused before anything starts.
-    let out = Command::new(env!("CARGO_BIN_EXE_sockherd"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--bus",
-            "none",
-            "--bus-address",
-        ])
+    let mut refused = Start::new(&["--listen", "127.0.0.1:0", "--bus", "none"], &hello())
+        .arg("--bus-address")
         .arg(&daemon.address)
-        .arg("--")
-        .arg(hello())
-        .output()
-        .expect("sockherd serve");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("contradict"));
+        .spawn();
+    assert_eq!(refused.wait_exit().code(), Some(2));
+    assert!(refused.has_line("contradict"), "{:?}", refused.log());
 }
 
 /// Issue 5: scaling goes through the same paths as reload — up is start and
@@ -1153,16 +1059,16 @@ fn bus_choice_and_failures() {
 fn scale_up_and_down_under_load_fails_no_request() {
     let daemon = Daemon::start();
     let manager = Setup::new("scale-load", 2).start(&daemon);
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], manager.port).into();
+    let addr = SocketAddr::from(([127, 0, 0, 1], manager.port));
     let load = load::Load::start(addr, "/", 3);
-    load.wait_for_more(100, Duration::from_secs(20));
+    load.wait_for_more(100);
 
     assert_eq!(manager.call("Scale", &["u", "6"]), Ok(Json::Null));
     assert_eq!(manager.property("ReadyWorkers"), 6);
-    load.wait_for_more(100, Duration::from_secs(20));
+    load.wait_for_more(100);
     assert_eq!(manager.call("Scale", &["u", "1"]), Ok(Json::Null));
     assert_eq!(manager.property("ReadyWorkers"), 1);
-    load.wait_for_more(100, Duration::from_secs(20));
+    load.wait_for_more(100);
 
     let tally = load.stop();
     tally.assert_no_failures("scale 2 -> 6 -> 1");

@@ -2,12 +2,12 @@
 //! `--listen`, passed by systemd, passed by `systemd-socket-activate`), and
 //! what each worker is given.
 
-mod common;
-
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv6Addr, TcpListener};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 /// Nine sequential requests to three ready workers go 0, 1, 2, 0, 1, 2, ….
@@ -26,8 +26,8 @@ fn round_robin_over_a_bound_socket() {
 
 #[test]
 fn round_robin_over_a_passed_socket() {
-    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = Addr::Tcp(socket.local_addr().unwrap());
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let addr = Addr::Tcp(socket.local_addr().expect("the socket\'s address"));
     let manager = serve_activated(&[("http", socket.as_raw_fd())], &[], &["-w", "3"], &hello());
     manager.wait_ready(3);
     assert_round_robin(&addr);
@@ -54,7 +54,10 @@ fn under_systemd_socket_activate() {
 fn unix_socket() {
     let dir = TempDir::new();
     let path = dir.path().join("app.sock");
-    let mut manager = serve(&["--listen", path.to_str().unwrap(), "-w", "2"], &hello());
+    let mut manager = serve(
+        &["--listen", path.to_str().expect("a UTF-8 path"), "-w", "2"],
+        &hello(),
+    );
     let addr = manager.listening(1).remove(0);
     assert_eq!(addr, Addr::Unix(path.clone()));
     manager.wait_ready(2);
@@ -82,7 +85,7 @@ fn ipv6() {
 fn assert_names(sockets: &[(&str, Addr)]) {
     for _ in 0..2 {
         for (name, addr) in sockets {
-            let response = get(addr, "/").unwrap();
+            let response = get(addr, "/").expect("GET /");
             assert_eq!(response.status, 200);
             assert!(
                 response.body.trim_end().ends_with(&format!(" on {name}")),
@@ -115,8 +118,8 @@ fn two_bound_sockets() {
 
 #[test]
 fn two_passed_sockets() {
-    let http = TcpListener::bind("127.0.0.1:0").unwrap();
-    let admin = TcpListener::bind("[::1]:0").unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let admin = TcpListener::bind("[::1]:0").expect("bind a listening socket");
     let manager = serve_activated(
         &[("http", http.as_raw_fd()), ("admin", admin.as_raw_fd())],
         &[],
@@ -125,15 +128,21 @@ fn two_passed_sockets() {
     );
     manager.wait_ready(2);
     assert_names(&[
-        ("http", Addr::Tcp(http.local_addr().unwrap())),
-        ("admin", Addr::Tcp(admin.local_addr().unwrap())),
+        (
+            "http",
+            Addr::Tcp(http.local_addr().expect("the socket\'s address")),
+        ),
+        (
+            "admin",
+            Addr::Tcp(admin.local_addr().expect("the socket\'s address")),
+        ),
     ]);
 }
 
 #[test]
 fn worker_environment() {
-    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = Addr::Tcp(socket.local_addr().unwrap());
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let addr = Addr::Tcp(socket.local_addr().expect("the socket\'s address"));
     // What systemd gives a service that must not reach its workers.
     let manager_only = [
         ("NOTIFY_SOCKET", "/nonexistent/notify"),
@@ -152,7 +161,9 @@ fn worker_environment() {
     manager.wait_ready(2);
     let listening_inode = format!(
         "socket:[{}]",
-        nix::sys::stat::fstat(socket.as_raw_fd()).unwrap().st_ino
+        nix::sys::stat::fstat(socket.as_raw_fd())
+            .expect("fstat the listening socket")
+            .st_ino
     );
     for _ in 0..2 {
         let (id, pid) = hit(&addr);
@@ -193,6 +204,92 @@ fn worker_environment() {
     }
 }
 
+/// The variables that `docs/protocol.md` says a worker is given: the
+/// backticked names in the first column of the table in its "Environment"
+/// section (the names elsewhere in that section are those it removes).
+fn documented_worker_variables() -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/protocol.md");
+    let text = std::fs::read_to_string(&path).expect("read docs/protocol.md");
+    let names: BTreeSet<String> = text
+        .lines()
+        .skip_while(|line| line.trim() != "## Environment")
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "))
+        .filter(|line| line.starts_with('|'))
+        .filter_map(|row| row.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        names.contains("SOCKHERD_CHANNEL_FD"),
+        "no Environment table found in {}: {names:?}",
+        path.display()
+    );
+    names
+}
+
+/// Every variable a worker has that its manager was not started with is one
+/// that `docs/protocol.md` lists: the manager sets nothing undocumented. It
+/// starts from a known, minimal environment, with `--heartbeat-timeout` so
+/// that the variables only some workers get are set as well.
+#[test]
+fn every_variable_a_worker_is_given_is_documented() {
+    let manager = Start::new(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "--name",
+            "documented",
+            "--heartbeat-timeout",
+            "5s",
+        ],
+        &hello(),
+    )
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .spawn();
+    let addr = manager.listening(1).remove(0);
+    manager.wait_ready(1);
+    let (_, pid) = hit(&addr);
+    let started_with: BTreeSet<String> = environ(manager.pid())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        started_with,
+        BTreeSet::from(["PATH".to_owned()]),
+        "the manager's own environment"
+    );
+    let added: BTreeMap<String, String> = environ(pid)
+        .into_iter()
+        .filter(|(name, _)| !started_with.contains(name))
+        .collect();
+    assert!(
+        added.contains_key("SOCKHERD_WORKER_ID"),
+        "the worker was given nothing: {added:?}"
+    );
+    let documented = documented_worker_variables();
+    let undocumented: Vec<String> = added
+        .iter()
+        .filter(|(name, _)| !documented.contains(*name))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "the manager gives its workers {} that docs/protocol.md's Environment table does not list \
+         (it lists {documented:?})",
+        undocumented.join(", ")
+    );
+}
+
 #[test]
 fn app_name_defaults_to_the_program_name() {
     let manager = serve(&["--listen", "127.0.0.1:0", "-w", "1"], &hello());
@@ -211,7 +308,7 @@ fn the_python_example_serves() {
             "--listen",
             "127.0.0.1:0",
             "--listen",
-            path.to_str().unwrap(),
+            path.to_str().expect("a UTF-8 path"),
             "-w",
             "2",
         ],
@@ -221,7 +318,7 @@ fn the_python_example_serves() {
     manager.wait_ready(2);
     let mut ids = Vec::new();
     for addr in addrs.iter().cycle().take(4) {
-        let response = get(addr, "/").unwrap();
+        let response = get(addr, "/").expect("GET /");
         assert_eq!(response.status, 200);
         assert!(
             response.body.starts_with("hello from python worker "),

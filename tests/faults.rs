@@ -4,19 +4,16 @@
 //! load generator (a new connection per request) and prints what the clients
 //! saw: requests sent, failed and refused.
 //!
-//! The tests take turns (one lock for the file): each loads a 2-core machine
-//! on its own, and the heartbeat timeout of one must not be starved by another.
-
-mod common;
-mod load;
+//! Each test runs alone ([`alone`]: no other test of the binary runs a
+//! manager meanwhile): each loads a 2-core machine on its own, and the
+//! heartbeat timeout of one must not be starved by another.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::*;
-use load::{Load, Tally};
+use crate::common::load::{Load, Tally};
+use crate::common::*;
 use nix::libc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -27,14 +24,6 @@ const KILLING: Duration = Duration::from_secs(8);
 
 /// Time between two kills.
 const KILL_EVERY: Duration = Duration::from_millis(200);
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn take_turn() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The TCP address of a manager's only socket.
 fn tcp(manager: &Manager) -> SocketAddr {
@@ -97,7 +86,7 @@ impl Rng {
 /// again and no request fails.
 #[test]
 fn random_kill_9_under_load_fails_only_the_victims_requests() {
-    let _turn = take_turn();
+    let _alone = alone();
     const CLIENTS: usize = 6;
     let manager = serve(
         &[
@@ -115,7 +104,7 @@ fn random_kill_9_under_load_fails_only_the_victims_requests() {
     manager.wait_ready(4);
     let addr = tcp(&manager);
     let load = Load::start(addr, "/", CLIENTS);
-    load.wait_for_more(200, PATIENCE);
+    load.wait_for_more(200);
 
     let mut rng = Rng::seeded();
     let mut killed: Vec<u32> = Vec::new();
@@ -140,7 +129,7 @@ fn random_kill_9_under_load_fails_only_the_victims_requests() {
     wait_for("four live, ready workers after the killing", || {
         (serving(&manager, &killed).len() == 4).then_some(())
     });
-    load.wait_for_more(200, PATIENCE);
+    load.wait_for_more(200);
     let tally = load.stop();
     report(&format!("{kills} workers SIGKILLed"), &tally);
     assert!(kills >= 10, "only {kills} kills in {KILLING:?}");
@@ -164,7 +153,7 @@ fn random_kill_9_under_load_fails_only_the_victims_requests() {
     );
 
     let after = Load::start(addr, "/", CLIENTS);
-    after.wait_for_more(300, PATIENCE);
+    after.wait_for_more(300);
     let tally = after.stop();
     report("after the killing", &tally);
     tally.assert_no_failures("after the killing");
@@ -221,7 +210,7 @@ fn set_nofile(pid: u32, soft: Option<libc::rlim_t>, old: Option<libc::rlimit>) -
 /// client that waited in the backlog, and everyone after.
 #[test]
 fn out_of_descriptors_the_manager_backs_off_and_recovers() {
-    let _turn = take_turn();
+    let _alone = alone();
     const FLOOD: usize = 300;
     let mut manager = serve(&["--listen", "127.0.0.1:0", "-w", "2"], &hello());
     manager.wait_ready(2);
@@ -266,16 +255,22 @@ fn out_of_descriptors_the_manager_backs_off_and_recovers() {
         unreachable!("bound on 127.0.0.1")
     };
     let load = Load::start(server, "/", 4);
-    load.wait_for_more(300, PATIENCE);
+    load.wait_for_more(300);
     let tally = load.stop();
     report("after recovery", &tally);
     tally.assert_no_failures("after recovery");
     assert!(manager.try_exit().is_none(), "the manager died");
 }
 
-/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit: filling a
-/// channel means holding a thousand or more connections open.
-fn raise_own_nofile() {
+/// This process's `RLIMIT_NOFILE` as it was before [`raise_own_nofile`],
+/// put back when dropped: every test of the binary shares the process, and
+/// the managers they start inherit its limit.
+struct OwnNofile(libc::rlimit);
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit until the
+/// returned value is dropped: filling a channel means holding a thousand or
+/// more connections open. The manager started meanwhile inherits the limit.
+fn raise_own_nofile() -> OwnNofile {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -283,8 +278,23 @@ fn raise_own_nofile() {
     // SAFETY: getrlimit and setrlimit only read and write `limit`, valid for both calls.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        let old = OwnNofile(limit);
         limit.rlim_cur = limit.rlim_max;
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        old
+    }
+}
+
+impl Drop for OwnNofile {
+    fn drop(&mut self) {
+        // SAFETY: setrlimit only reads the limit, valid for the call.
+        let restored = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.0) };
+        if restored != 0 && !std::thread::panicking() {
+            panic!(
+                "restore this process's RLIMIT_NOFILE: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -312,8 +322,9 @@ fn metric(text: &str, prefix: &str, label: &str) -> Option<u64> {
 /// more, and the replacement serves like the others.
 #[test]
 fn a_worker_that_never_reads_is_skipped_then_replaced() {
-    let _turn = take_turn();
-    raise_own_nofile();
+    let _alone = alone();
+    // Dropped after the manager, which inherits it.
+    let _nofile = raise_own_nofile();
     let dir = TempDir::new();
     let http = TcpListener::bind("127.0.0.1:0").expect("bind the http socket");
     let metrics = TcpListener::bind("127.0.0.1:0").expect("bind the metrics socket");
@@ -365,7 +376,7 @@ fn a_worker_that_never_reads_is_skipped_then_replaced() {
 
     // It is skipped: the others serve everything.
     let load = Load::start(addr, "/", 4);
-    load.wait_for_more(500, PATIENCE);
+    load.wait_for_more(500);
     let tally = load.stop();
     report("with a full, deaf worker", &tally);
     tally.assert_no_failures("with a full, deaf worker");
@@ -417,7 +428,7 @@ fn a_worker_that_never_reads_is_skipped_then_replaced() {
     );
 
     let load = Load::start(addr, "/", 4);
-    load.wait_for_more(300, PATIENCE);
+    load.wait_for_more(300);
     let tally = load.stop();
     report("after the replacement", &tally);
     tally.assert_no_failures("after the replacement");
@@ -435,7 +446,7 @@ fn a_worker_that_never_reads_is_skipped_then_replaced() {
 /// the workers that run keep serving and no request fails.
 #[test]
 fn a_config_file_that_does_not_parse_fails_the_reload_not_the_service() {
-    let _turn = take_turn();
+    let _alone = alone();
     let dir = TempDir::new();
     let config = dir.path().join("app.toml");
     let argv: Vec<String> = hello()
@@ -457,7 +468,7 @@ fn a_config_file_that_does_not_parse_fails_the_reload_not_the_service() {
     manager.wait_ready(2);
     let before = manager.worker_pids();
     let load = Load::start(tcp(&manager), "/", 3);
-    load.wait_for_more(100, PATIENCE);
+    load.wait_for_more(100);
 
     std::fs::write(&config, "workers = [\"\u{0}\n[[kill-timeout\n").expect("break config");
     manager.signal(Signal::SIGHUP);
@@ -468,7 +479,7 @@ fn a_config_file_that_does_not_parse_fails_the_reload_not_the_service() {
         finished[0].line
     );
     assert!(finished[0].line.contains("refused"), "{}", finished[0].line);
-    load.wait_for_more(100, PATIENCE);
+    load.wait_for_more(100);
     let tally = load.stop();
     report("reload with a broken config file", &tally);
     tally.assert_no_failures("reload with a broken config file");

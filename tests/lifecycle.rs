@@ -1,11 +1,9 @@
 //! Lifecycle: a killed worker is replaced, workers never outlive the manager,
 //! and SIGTERM drains in-flight requests and stops within the kill timeout.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -18,7 +16,7 @@ fn a_killed_worker_is_replaced_under_its_id() {
     let (id1, survivor) = hit(&addr);
     assert_eq!((id0, id1), (0, 1));
 
-    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("SIGKILL the worker");
     wait_gone(&[victim]);
     // Every request after the death succeeds; worker 0 comes back with a new pid.
     let replacement = wait_for("worker 0 to serve again", || {
@@ -82,8 +80,8 @@ fn sigterm_finishes_the_request_in_flight() {
     let Addr::Tcp(server) = addr else {
         unreachable!()
     };
-    let pending = send(&addr, "/slow?ms=1500").unwrap();
-    let client: SocketAddr = pending.local.unwrap();
+    let pending = send(&addr, "/slow?ms=1500").expect("send the slow request");
+    let client: SocketAddr = pending.local.expect("a TCP client address");
     wait_for("a worker to read the slow request", || {
         request_taken(server, client).then_some(())
     });

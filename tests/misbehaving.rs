@@ -1,11 +1,9 @@
 //! Misbehaving workers (the `rogue` test binary): each fault costs the worker
 //! its life, never the manager's, and clients do not notice.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 
 /// Each `rogue MODE` worker breaks the protocol right after its first
 /// connection. Every request must still succeed, each served by a fresh
@@ -129,7 +127,10 @@ fn never_ready_is_killed_at_the_ready_timeout() {
     let started = manager.worker_pids();
     assert_eq!(started.len(), 2);
     assert_eq!(
-        timed_out.iter().map(|e| e.pid.unwrap()).collect::<Vec<_>>(),
+        timed_out
+            .iter()
+            .map(|e| e.pid.expect("a worker pid in the event"))
+            .collect::<Vec<_>>(),
         started
     );
     wait_gone(&started);

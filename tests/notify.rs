@@ -4,69 +4,27 @@
 //! exact messages that arrive. Bad `NOTIFY_SOCKET`/`WATCHDOG_USEC` values must
 //! cost a warning, never the service.
 
-use std::io::{Read, Write};
+use std::ffi::OsString;
+use std::ops::{Deref, DerefMut};
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use crate::common::*;
+use nix::sys::signal::Signal;
 
-const WAIT: Duration = Duration::from_secs(15);
-
-fn hello() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_sockherd"))
-        .parent()
-        .expect("the binary lives in a directory")
-        .join("examples/hello");
-    assert!(
-        path.exists(),
-        "{} is missing: build the examples first (cargo build --examples, or cargo test --workspace)",
-        path.display()
-    );
-    path
-}
-
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sockherd-notify-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One `sockherd serve` under test, with the socket it notifies.
-struct Manager {
-    /// The `sockherd serve` process; killed if the test ends without stopping it.
-    child: Child,
+/// One `sockherd serve` under test (the harness's [`Manager`], which it
+/// derefs to), with the socket that stands in for systemd's.
+struct Service {
+    manager: Manager,
     /// Where systemd's notifications land; `None` when the test gives a bad address.
     notify: Option<UnixDatagram>,
     /// Every message received so far, in order.
     seen: Vec<String>,
     /// The Unix socket it listens on (`--listen`), for requests.
-    listen: PathBuf,
-    /// Its stderr, where warnings go (`--log stderr`).
-    stderr: PathBuf,
-    /// Holds the sockets and the log; removed with the manager.
-    _scratch: Scratch,
+    listen: Addr,
+    /// Holds the sockets; removed with the service.
+    _dir: TempDir,
 }
 
 /// What `NOTIFY_SOCKET` is set to.
@@ -79,23 +37,22 @@ enum Notify {
     Literal(&'static str),
 }
 
-impl Manager {
-    fn start(notify: Notify, env: &[(&str, &str)], args: &[&str], worker: &[&str]) -> Manager {
-        let scratch = Scratch::new();
-        let listen = scratch.0.join("http.sock");
-        let stderr = scratch.0.join("stderr.log");
+impl Service {
+    fn start(notify: Notify, env: &[(&str, &str)], args: &[&str], worker: &[OsString]) -> Service {
+        let dir = TempDir::new();
+        let listen = dir.path().join("http.sock");
         let (socket, value) = match notify {
             Notify::Path => {
-                let path = scratch.0.join("notify.sock");
+                let path = dir.path().join("notify.sock");
                 let socket = UnixDatagram::bind(&path).expect("bind notify socket");
                 (Some(socket), path.to_string_lossy().into_owned())
             }
             Notify::Abstract => {
                 // The scratch dir's name is unique to this test run.
-                let name = scratch
-                    .0
+                let name = dir
+                    .path()
                     .file_name()
-                    .unwrap()
+                    .expect("the scratch dir has a name")
                     .to_string_lossy()
                     .into_owned();
                 let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
@@ -109,63 +66,43 @@ impl Manager {
                 .set_read_timeout(Some(Duration::from_millis(100)))
                 .expect("timeout");
         }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockherd"));
-        cmd.args(["serve", "--log", "stderr", "--listen"])
+        let start = Start::new(args, worker)
+            .arg("--listen")
             .arg(&listen)
-            .args(args)
-            .arg("--")
-            .args(worker)
-            .env("NOTIFY_SOCKET", value)
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start sockherd");
-        Manager {
-            child,
+            .env("NOTIFY_SOCKET", value);
+        let manager = env
+            .iter()
+            .fold(start, |start, (key, value)| start.env(key, value))
+            .spawn();
+        Service {
+            manager,
             notify: socket,
             seen: Vec::new(),
-            listen,
-            stderr,
-            _scratch: scratch,
+            listen: Addr::Unix(listen),
+            _dir: dir,
         }
     }
 
-    fn hello(env: &[(&str, &str)], args: &[&str]) -> Manager {
-        let worker = hello();
-        Manager::start(Notify::Path, env, args, &[worker.to_str().unwrap()])
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
+    fn hello(env: &[(&str, &str)], args: &[&str]) -> Service {
+        Service::start(Notify::Path, env, args, &hello())
     }
 
     /// Receives messages until one satisfies `wanted`, and returns it.
     fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
         let socket = self.notify.as_ref().expect("this test has a notify socket");
-        let deadline = Instant::now() + WAIT;
+        let seen = &mut self.seen;
         let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = socket.recv(&mut buf) {
+        retry(&format!("a message with {what}"), || {
+            // Every message queued, until one is wanted or none came for 100 ms.
+            while let Ok(n) = socket.recv(&mut buf) {
                 let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-                self.seen.push(message.clone());
+                seen.push(message.clone());
                 if wanted(&message) {
-                    return message;
+                    return Ok(message);
                 }
             }
-        }
-        panic!(
-            "no message with {what} within {WAIT:?}; got {:#?}\nstderr:\n{}",
-            self.seen,
-            self.stderr_text()
-        );
+            Err(format!("got {seen:#?}"))
+        })
     }
 
     /// Messages that arrive within `window`.
@@ -183,63 +120,25 @@ impl Manager {
         got
     }
 
-    /// One HTTP request through the manager; the body.
+    /// One HTTP request through the manager, tried until it is answered; the body.
     fn get(&self, path: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match self.try_get(path) {
-                Ok(body) => return body,
-                Err(e) if Instant::now() > deadline => {
-                    panic!("GET {path} failed: {e}\nstderr:\n{}", self.stderr_text())
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
-
-    fn try_get(&self, path: &str) -> std::io::Result<String> {
-        let mut stream = UnixStream::connect(&self.listen)?;
-        stream.set_read_timeout(Some(WAIT))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        match response.split_once("\r\n\r\n") {
-            Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
-            _ => Err(std::io::Error::other(format!("bad response {response:?}"))),
-        }
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).expect("signal the manager");
-    }
-
-    /// SIGTERM, then the exit code.
-    fn stop(&mut self) -> Option<i32> {
-        self.signal(Signal::SIGTERM);
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("the manager did not stop within {WAIT:?}");
+        retry(&format!("GET {path} to be answered"), || {
+            get_ok(&self.listen, path)
+        })
     }
 }
 
-impl Drop for Manager {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl Deref for Service {
+    type Target = Manager;
+
+    fn deref(&self) -> &Manager {
+        &self.manager
+    }
+}
+
+impl DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut Manager {
+        &mut self.manager
     }
 }
 
@@ -260,7 +159,7 @@ fn monotonic_usec() -> i128 {
 
 #[test]
 fn ready_status_reload_and_stop_are_reported() {
-    let mut m = Manager::hello(&[], &["--workers", "2"]);
+    let mut m = Service::hello(&[], &["--workers", "2"]);
     let ready = m.wait_for("READY=1", |msg| lines(msg).contains(&"READY=1"));
     assert_eq!(
         status_of(&ready),
@@ -308,16 +207,7 @@ fn ready_status_reload_and_stop_are_reported() {
     );
 
     // A request in flight during the stop still gets its answer.
-    let listen = m.listen.clone();
-    let slow = std::thread::spawn(move || {
-        let mut stream = UnixStream::connect(listen).expect("connect");
-        stream
-            .write_all(b"GET /slow?ms=1000 HTTP/1.1\r\nConnection: close\r\n\r\n")
-            .expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        response
-    });
+    let slow = send(&m.listen, "/slow?ms=1000").expect("send the slow request");
     m.wait_for("the slow request counted", |msg| {
         status_of(msg).is_some_and(|s| s.contains("3 connections"))
     });
@@ -333,11 +223,11 @@ fn ready_status_reload_and_stop_are_reported() {
         extend >= 5_000_000,
         "at least the kill timeout (5 s): {extend}"
     );
-    assert!(slow
-        .join()
-        .expect("slow request")
-        .starts_with("HTTP/1.1 200"));
-    assert_eq!(m.stop(), Some(0));
+    assert_eq!(
+        slow.response().expect("the slow request's answer").status,
+        200
+    );
+    assert_eq!(m.stop().code(), Some(0));
     assert!(
         m.seen.iter().all(|msg| !msg.contains("MAINPID=")),
         "the manager keeps its pid: no MAINPID="
@@ -349,13 +239,13 @@ fn ready_waits_for_min_ready_only() {
     // Worker 1 takes its time; with --min-ready 1 the service is ready without it.
     let script = format!(
         "if [ \"$SOCKHERD_WORKER_ID\" = 1 ]; then sleep 2; fi; exec {}",
-        hello().display()
+        hello()[0].to_string_lossy()
     );
-    let mut m = Manager::start(
+    let mut m = Service::start(
         Notify::Path,
         &[],
         &["--workers", "2", "--min-ready", "1"],
-        &["/bin/sh", "-c", &script],
+        &["/bin/sh".into(), "-c".into(), script.into()],
     );
     let ready = m.wait_for("READY=1", |msg| lines(msg).contains(&"READY=1"));
     assert_eq!(
@@ -373,42 +263,27 @@ fn ready_waits_for_min_ready_only() {
 
 #[test]
 fn min_ready_above_the_worker_count_is_refused() {
-    let scratch = Scratch::new();
-    let out = Command::new(env!("CARGO_BIN_EXE_sockherd"))
-        .args(["serve", "--workers", "2", "--min-ready", "3", "--listen"])
-        .arg(scratch.0.join("http.sock"))
-        .arg("--")
-        .arg(hello())
-        .output()
-        .expect("run sockherd");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--min-ready 3"));
+    let dir = TempDir::new();
+    let mut manager = Start::new(&["--workers", "2", "--min-ready", "3"], &hello())
+        .arg("--listen")
+        .arg(dir.path().join("http.sock"))
+        .spawn();
+    assert_eq!(manager.wait_exit().code(), Some(2));
+    assert!(manager.has_line("--min-ready 3"), "{:?}", manager.log());
 }
 
 #[test]
 fn abstract_notify_socket_is_reached() {
-    let worker = hello();
-    let mut m = Manager::start(
-        Notify::Abstract,
-        &[],
-        &["--workers", "1"],
-        &[worker.to_str().unwrap()],
-    );
+    let mut m = Service::start(Notify::Abstract, &[], &["--workers", "1"], &hello());
     m.wait_for("READY=1", |msg| lines(msg).contains(&"READY=1"));
 }
 
 #[test]
 fn malformed_notify_socket_is_a_warning() {
     for bad in ["relative/garbage", "", "/nonexistent/dir/notify.sock"] {
-        let worker = hello();
-        let m = Manager::start(
-            Notify::Literal(bad),
-            &[],
-            &["--workers", "1"],
-            &[worker.to_str().unwrap()],
-        );
+        let m = Service::start(Notify::Literal(bad), &[], &["--workers", "1"], &hello());
         assert!(m.get("/").starts_with("hello from worker 0"));
-        let stderr = m.stderr_text();
+        let stderr = m.log_text();
         assert!(
             stderr.contains("WARN") && stderr.contains("NOTIFY_SOCKET"),
             "NOTIFY_SOCKET={bad:?}: {stderr}"
@@ -418,7 +293,7 @@ fn malformed_notify_socket_is_a_warning() {
 
 #[test]
 fn watchdog_heartbeats_at_half_the_interval() {
-    let mut m = Manager::hello(&[("WATCHDOG_USEC", "400000")], &["--workers", "1"]);
+    let mut m = Service::hello(&[("WATCHDOG_USEC", "400000")], &["--workers", "1"]);
     m.wait_for("READY=1", |msg| lines(msg).contains(&"READY=1"));
     let got = m.collect(Duration::from_secs(2));
     let beats = got
@@ -441,7 +316,7 @@ fn watchdog_heartbeats_at_half_the_interval() {
 
 #[test]
 fn watchdog_for_another_pid_is_ignored() {
-    let mut m = Manager::hello(
+    let mut m = Service::hello(
         &[("WATCHDOG_USEC", "200000"), ("WATCHDOG_PID", "1")],
         &["--workers", "1"],
     );
@@ -452,7 +327,7 @@ fn watchdog_for_another_pid_is_ignored() {
 
 #[test]
 fn watchdog_garbage_is_a_warning() {
-    let mut m = Manager::hello(&[("WATCHDOG_USEC", "garbage")], &["--workers", "1"]);
+    let mut m = Service::hello(&[("WATCHDOG_USEC", "garbage")], &["--workers", "1"]);
     m.wait_for("READY=1", |msg| lines(msg).contains(&"READY=1"));
     assert!(m.get("/").starts_with("hello from worker 0"));
     let got = m.collect(Duration::from_millis(300));
@@ -460,7 +335,7 @@ fn watchdog_garbage_is_a_warning() {
         m.seen.iter().all(|msg| !msg.contains("WATCHDOG=1")),
         "{got:?}"
     );
-    let stderr = m.stderr_text();
+    let stderr = m.log_text();
     assert!(
         stderr.contains("WARN") && stderr.contains("WATCHDOG_USEC=\"garbage\""),
         "{stderr}"
@@ -469,44 +344,23 @@ fn watchdog_garbage_is_a_warning() {
 
 #[test]
 fn unusable_journal_falls_back_to_stderr() {
-    if Path::new("/run/systemd/journal/socket").exists() {
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
         // A real journal: nothing to fall back from here (the e2e suite hides
         // the socket from a unit to test this under systemd).
         return;
     }
-    let worker = hello();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockherd"));
-    let scratch = Scratch::new();
-    let listen = scratch.0.join("http.sock");
-    let child = cmd
-        .args(["serve", "--log", "journal", "--workers", "1", "--listen"])
+    let dir = TempDir::new();
+    let listen = dir.path().join("http.sock");
+    let mut manager = Start::new(&["--workers", "1"], &hello())
+        .log_to("journal")
+        .arg("--listen")
         .arg(&listen)
-        .arg("--")
-        .arg(&worker)
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sockherd");
-    let deadline = Instant::now() + WAIT;
-    let body = loop {
-        let attempt = UnixStream::connect(&listen).and_then(|mut s| {
-            s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")?;
-            let mut r = String::new();
-            s.read_to_string(&mut r)?;
-            Ok(r)
-        });
-        match attempt {
-            Ok(r) if r.starts_with("HTTP/1.1 200") => break r,
-            _ if Instant::now() > deadline => panic!("not serving"),
-            _ => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
+        .spawn();
+    let listen = Addr::Unix(listen);
+    let body = retry("the manager to serve", || get_ok(&listen, "/"));
     assert!(body.contains("hello from worker 0"));
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("stop");
-    let out = child.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    manager.stop();
+    let stderr = manager.log_text();
     assert!(
         stderr.contains("cannot log to the journal"),
         "warned: {stderr}"

@@ -4,15 +4,13 @@
 //! runs an unmodified socket-activated server that accepts by itself, and the
 //! metrics socket (never dispatched) serves Prometheus text whose counters move.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -214,12 +212,13 @@ fn served_by(response: &Response) -> (u32, String) {
 fn none_runs_an_unmodified_socket_activated_server() {
     let dir = TempDir::new();
     let gate = dir.path().join("ready");
-    let web = TcpListener::bind("127.0.0.1:0").unwrap();
+    let web = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
     // As a dispatching manager before us would have left it: blocking
     // workers must not see that.
-    web.set_nonblocking(true).unwrap();
-    let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = Addr::Tcp(web.local_addr().unwrap());
+    web.set_nonblocking(true)
+        .expect("make the socket non-blocking");
+    let metrics = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let addr = Addr::Tcp(web.local_addr().expect("the socket\'s address"));
     let mut manager = serve_activated(
         &[("web", web.as_raw_fd()), ("metrics", metrics.as_raw_fd())],
         &[],
@@ -282,7 +281,11 @@ fn none_runs_an_unmodified_socket_activated_server() {
     }
     assert!(served.len() >= 2, "only {served:?} answered");
     // The metrics socket is the manager's.
-    let scrape = get(&Addr::Tcp(metrics.local_addr().unwrap()), "/metrics").unwrap();
+    let scrape = get(
+        &Addr::Tcp(metrics.local_addr().expect("the socket\'s address")),
+        "/metrics",
+    )
+    .expect("scrape the metrics socket");
     assert!(scrape.body.contains("policy=\"none\""), "{scrape:?}");
 
     // SIGTERM to the manager: SIGTERM to each worker, which exits 0 in time.
@@ -359,8 +362,8 @@ fn per_worker(scrape: &prometheus_parse::Scrape, name: &str) -> BTreeMap<String,
 
 #[test]
 fn metrics_parse_and_count_open_connections() {
-    let http = TcpListener::bind("127.0.0.1:0").unwrap();
-    let metrics_socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let metrics_socket = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
     let manager = serve_activated(
         &[
             ("http", http.as_raw_fd()),
@@ -370,8 +373,8 @@ fn metrics_parse_and_count_open_connections() {
         &["-w", "2", "--policy", "least-conn"],
         &hello(),
     );
-    let addr = Addr::Tcp(http.local_addr().unwrap());
-    let metrics = Addr::Tcp(metrics_socket.local_addr().unwrap());
+    let addr = Addr::Tcp(http.local_addr().expect("the socket\'s address"));
+    let metrics = Addr::Tcp(metrics_socket.local_addr().expect("the socket\'s address"));
     manager.wait_ready(2);
 
     let first = scrape(&metrics);
@@ -425,8 +428,8 @@ fn metrics_parse_and_count_open_connections() {
 
 #[test]
 fn a_socket_named_metrics_is_never_dispatched() {
-    let http = TcpListener::bind("127.0.0.1:0").unwrap();
-    let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let metrics = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
     let manager = serve_activated(
         &[("http", http.as_raw_fd()), ("metrics", metrics.as_raw_fd())],
         &[],
@@ -434,8 +437,8 @@ fn a_socket_named_metrics_is_never_dispatched() {
         &rogue(&["serve"]),
     );
     manager.wait_ready(2);
-    let http = Addr::Tcp(http.local_addr().unwrap());
-    let metrics = Addr::Tcp(metrics.local_addr().unwrap());
+    let http = Addr::Tcp(http.local_addr().expect("the socket\'s address"));
+    let metrics = Addr::Tcp(metrics.local_addr().expect("the socket\'s address"));
     for _ in 0..5 {
         let answer = get(&metrics, "/metrics").expect("scrape");
         assert!(answer.body.starts_with("# HELP sockherd_"), "{answer:?}");
@@ -460,7 +463,7 @@ fn a_socket_named_metrics_is_never_dispatched() {
 fn a_reload_changes_the_policy_but_not_into_or_out_of_none() {
     let dir = TempDir::new();
     let config = dir.path().join("app.toml");
-    std::fs::write(&config, "policy = \"rr\"\n").unwrap();
+    std::fs::write(&config, "policy = \"rr\"\n").expect("write the config file");
     let manager = serve(
         &[
             "--listen",
@@ -468,7 +471,7 @@ fn a_reload_changes_the_policy_but_not_into_or_out_of_none() {
             "-w",
             "3",
             "--config",
-            config.to_str().unwrap(),
+            config.to_str().expect("a UTF-8 path"),
         ],
         &hello(),
     );
@@ -477,7 +480,7 @@ fn a_reload_changes_the_policy_but_not_into_or_out_of_none() {
     let spread: BTreeSet<u32> = (0..3).map(|_| hit(&addr).0).collect();
     assert_eq!(spread.len(), 3, "round-robin first");
 
-    std::fs::write(&config, "policy = \"ip-hash\"\n").unwrap();
+    std::fs::write(&config, "policy = \"ip-hash\"\n").expect("write the config file");
     manager.signal(Signal::SIGHUP);
     let reloads = manager.wait_events("reload-finished", 1);
     assert!(reloads[0].line.contains("ok=true"), "{reloads:?}");
@@ -485,11 +488,14 @@ fn a_reload_changes_the_policy_but_not_into_or_out_of_none() {
     let sticky: BTreeSet<(u32, u32)> = (0..9).map(|_| hit(&addr)).collect();
     assert_eq!(sticky.len(), 1, "one client, one worker: {sticky:?}");
 
-    std::fs::write(&config, "policy = \"none\"\n").unwrap();
+    std::fs::write(&config, "policy = \"none\"\n").expect("write the config file");
     manager.signal(Signal::SIGHUP);
     let reloads = manager.wait_events("reload-finished", 2);
     assert!(reloads[1].line.contains("ok=false"), "{reloads:?}");
     assert!(manager.has_line("needs a restart"));
     // Still dispatching, still sticky.
-    assert_eq!(hit(&addr), sticky.into_iter().next().unwrap());
+    assert_eq!(
+        hit(&addr),
+        sticky.into_iter().next().expect("a worker for the client")
+    );
 }

@@ -6,11 +6,14 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::{sockherd, TempDir};
+
 /// Writes the units of `name` into `dir` with the real binary.
 fn generate(dir: &Path, name: &str, options: &[&str], command: &[&str]) {
-    let sockherd = env!("CARGO_BIN_EXE_sockherd");
-    let out = Command::new(sockherd)
-        .args(["unit", name, "--sockherd", sockherd, "--output"])
+    let out = Command::new(sockherd())
+        .args(["unit", name, "--sockherd"])
+        .arg(sockherd())
+        .arg("--output")
         .arg(dir)
         .args(options)
         .arg("--")
@@ -34,10 +37,10 @@ fn generated_units_pass_systemd_analyze_verify() {
         eprintln!("systemd-analyze is not installed: skipping the check");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("sockherd-units-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let dir = TempDir::new();
+    let dir = dir.path();
     generate(
-        &dir,
+        dir,
         "hello",
         &[
             "--listen",
@@ -50,7 +53,7 @@ fn generated_units_pass_systemd_analyze_verify() {
         &["/usr/local/lib/sockherd/hello"],
     );
     generate(
-        &dir,
+        dir,
         "nodeapp",
         &[
             "--listen",
@@ -81,5 +84,4 @@ fn generated_units_pass_systemd_analyze_verify() {
             "systemd-analyze verify {name}: {said}"
         );
     }
-    std::fs::remove_dir_all(&dir).expect("removable");
 }

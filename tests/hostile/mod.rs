@@ -7,7 +7,9 @@
 //! written from the specification (`docs/protocol.md`, Node's IPC framing,
 //! `sd_listen_fds(3)`); a panic anywhere is a failure too.
 
-// Each user (the property tests, each fuzz target) uses its own part.
+// The property tests use all of it, but each fuzz target (a crate of its own
+// that includes this file by path) uses only its own part. An
+// `#[allow(dead_code)]` on each fuzz target's `mod hostile;` would do instead.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;

@@ -10,7 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::PATIENCE;
 
 /// What a run saw.
 #[derive(Debug, Default, Clone)]
@@ -89,11 +91,13 @@ impl Load {
         self.tally.lock().expect("tally lock").ok
     }
 
-    /// Waits until at least `n` more requests have succeeded (or `timeout`).
-    pub fn wait_for_more(&self, n: u64, timeout: Duration) {
+    /// Waits until at least `n` more requests have succeeded, or for
+    /// [`PATIENCE`]: what the clients saw is for the test to judge, from the
+    /// [`Tally`] that [`Load::stop`] returns.
+    pub fn wait_for_more(&self, n: u64) {
         let start = self.ok_so_far();
-        let deadline = std::time::Instant::now() + timeout;
-        while self.ok_so_far() < start + n && std::time::Instant::now() < deadline {
+        let since = Instant::now();
+        while self.ok_so_far() < start + n && since.elapsed() < PATIENCE {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -114,7 +118,9 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// One `GET` on a new connection; the body of a `200`.
+/// One `GET` on a new connection; the body of a `200`. Its timeouts are what
+/// the load tests call a failed request (a connection not accepted in 5 s,
+/// an answer not complete in 15 s), not the harness's patience.
 pub fn request(addr: SocketAddr, path: &str) -> Result<String, Outcome> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
