@@ -18,3 +18,4 @@ mod notify;
 mod policies;
 mod reload;
 mod units;
+mod worker_crate;

@@ -4,48 +4,12 @@
 //! the slow request in flight completes and the manager exits 0 — and
 //! loses no request to a rolling reload.
 
-mod common;
-mod load;
-
 use std::collections::BTreeSet;
-use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
-use std::sync::Once;
-use std::time::Duration;
 
-use common::*;
-use load::Load;
+use crate::common::load::Load;
+use crate::common::*;
 use nix::sys::signal::Signal;
-
-/// The `axum_hello` example, built into the target directory and profile of
-/// this test once per test process (as `tests/common` builds `hello`).
-fn axum_hello() -> Vec<OsString> {
-    static BUILD: Once = Once::new();
-    let profile_dir = sockherd()
-        .parent()
-        .expect("the sockherd binary is in a directory");
-    BUILD.call_once(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--example", "axum_hello"])
-            .arg("--manifest-path")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(profile_dir.parent().expect("a target directory"));
-        match profile_dir.file_name().and_then(OsStr::to_str) {
-            Some("debug") => {}
-            Some(profile) => {
-                cmd.args(["--profile", profile]);
-            }
-            None => panic!("cannot tell the profile of {}", profile_dir.display()),
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building the axum_hello example failed");
-    });
-    vec![profile_dir.join("examples/axum_hello").into()]
-}
 
 #[test]
 fn axum_workers_answer_and_drain_on_sigterm() {
@@ -113,12 +77,12 @@ fn a_rolling_reload_of_axum_workers_fails_no_request() {
     manager.wait_ready(2);
     let before = manager.worker_pids();
     let load = Load::start(addr, "/", 4);
-    load.wait_for_more(200, Duration::from_secs(20));
+    load.wait_for_more(200);
 
     manager.signal(Signal::SIGHUP);
     let finished = manager.wait_events("reload-finished", 1);
     assert!(finished[0].line.contains("ok=true"), "{}", finished[0].line);
-    load.wait_for_more(200, Duration::from_secs(20));
+    load.wait_for_more(200);
     let tally = load.stop();
     tally.assert_no_failures("rolling reload of axum workers");
 

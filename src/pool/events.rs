@@ -154,26 +154,14 @@ impl Pool {
         }
     }
 
-    /// A worker's channel broke under dispatch (`EPIPE`: it shut its end, or
-    /// is dying): it can take no connection and say nothing, so it is killed
-    /// and replaced like a crash.
+    /// A worker's channel broke under dispatch (`EPIPE`): it is dying, or shut
+    /// its end. It takes no more connections; like a closed channel, a worker
+    /// still running a moment later is killed and replaced (see the timers).
     pub(super) fn on_broken(&mut self, serial: u64) {
         self.dispatcher.leave(serial);
-        let Some(worker) = self.workers.get_mut(&serial) else {
-            return;
-        };
-        if worker.condemned.is_some() {
-            return;
+        if let Some(worker) = self.workers.get_mut(&serial) {
+            worker.channel_closed.get_or_insert(Instant::now());
         }
-        tracing::warn!(
-            event = "worker-channel-broken",
-            worker_id = worker.id,
-            worker_pid = worker.pid,
-            "worker {} (pid {}) no longer takes connections on its channel; replacing it",
-            worker.id,
-            worker.pid
-        );
-        worker.condemn("its channel broke".into());
     }
 
     pub(super) fn on_exit(&mut self, serial: u64, status: ExitStatus) {
@@ -183,8 +171,13 @@ impl Pool {
         };
         let (code, signal) = exit_parts(status);
         let expected = matches!(worker.state, State::Draining { .. }) && worker.condemned.is_none();
+        // A worker condemned and then killed died of what it was condemned
+        // for; one that exited by itself first tells its own story.
+        let ours =
+            signal.is_some_and(|s| s == Signal::SIGKILL as i32 || s == Signal::SIGABRT as i32);
         let reason = match (&worker.condemned, expected) {
-            (Some(why), _) => why.clone(),
+            (Some(why), _) if ours => why.clone(),
+            (Some(_), _) => describe(status),
             (None, true) if signal == Some(Signal::SIGKILL as i32) => {
                 "killed at the kill timeout".to_owned()
             }

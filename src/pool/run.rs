@@ -199,7 +199,8 @@ impl Pool {
                         event = "worker-channel-closed",
                         worker_id = worker.id,
                         worker_pid = worker.pid,
-                        "worker {} (pid {}) closed its channel but keeps running; replacing it",
+                        "worker {} (pid {}) closed or broke its channel but keeps running; \
+                         replacing it",
                         worker.id,
                         worker.pid
                     );

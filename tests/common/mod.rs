@@ -99,8 +99,8 @@ pub fn sockherd() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sockherd"))
 }
 
-/// Builds the `hello` example and the `rogue` test binary into the target
-/// directory and profile of this test, once per test process.
+/// Builds the `hello` and `axum_hello` examples and the `rogue` test binary
+/// into the target directory and profile of this test, once per test process.
 fn build_workers() -> PathBuf {
     static BUILD: Once = Once::new();
     let profile_dir = sockherd()
@@ -110,6 +110,7 @@ fn build_workers() -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--workspace", "--example", "hello"])
+            .args(["--example", "axum_hello"])
             .args(["--bin", "rogue", "--manifest-path"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
             .arg("--target-dir")
@@ -122,9 +123,18 @@ fn build_workers() -> PathBuf {
             None => panic!("cannot tell the profile of {}", profile_dir.display()),
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building hello and rogue failed");
+        assert!(
+            status.success(),
+            "building hello, axum_hello and rogue failed"
+        );
     });
     profile_dir.to_path_buf()
+}
+
+/// The `axum_hello` example: an axum app served through
+/// `sockherd_worker::Listener`, answering like `hello`.
+pub fn axum_hello() -> Vec<OsString> {
+    vec![build_workers().join("examples/axum_hello").into()]
 }
 
 /// The `hello` example: an HTTP worker whose body is
