@@ -24,7 +24,7 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{getsockopt, sockopt};
 
-use super::listener::Listener;
+use super::listener::{valid_name, Listener};
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 pub(crate) const FIRST_FD: RawFd = 3;
@@ -150,11 +150,6 @@ fn decimal(text: &str) -> Option<u64> {
     } else {
         None
     }
-}
-
-/// systemd's rule for `FileDescriptorName=`: 1–255 printable ASCII, no `:`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 /// Reads the activation variables of this process and takes ownership of the

@@ -17,8 +17,6 @@ use nix::sys::socket::{
     SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr,
 };
 
-use super::activation::valid_name;
-
 /// Queue length for sockets we bind ourselves; the kernel caps it at `somaxconn`.
 /// Generous, because this queue is what holds connections while no worker is ready.
 const BACKLOG: i32 = 4096;
@@ -69,6 +67,11 @@ impl ListenAddr {
         name.clone_into(&mut self.name);
         self
     }
+}
+
+/// systemd's rule for `FileDescriptorName=`: 1–255 printable ASCII, no `:`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 impl std::str::FromStr for ListenAddr {
