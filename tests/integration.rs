@@ -16,6 +16,7 @@ mod misbehaving;
 mod node;
 mod notify;
 mod policies;
+mod reliability;
 mod reload;
 mod units;
 mod worker_crate;

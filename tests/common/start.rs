@@ -42,6 +42,8 @@ pub const SERVICE_VARS: [&str; 10] = [
 pub struct Start {
     /// `systemd-socket-activate` options, when it runs the manager.
     activator: Option<Vec<OsString>>,
+    /// A command the manager runs under (`setpriv … --`), if any.
+    wrapper: Vec<OsString>,
     /// `--log`'s value.
     log: &'static str,
     args: Vec<OsString>,
@@ -59,6 +61,7 @@ impl Start {
     pub fn new(args: &[&str], worker: &[OsString]) -> Start {
         Start {
             activator: None,
+            wrapper: Vec::new(),
             log: "stderr",
             args: args.iter().map(OsString::from).collect(),
             worker: worker.to_vec(),
@@ -78,6 +81,13 @@ impl Start {
     /// what the manager writes to stderr anyway.
     pub fn log_to(mut self, target: &'static str) -> Start {
         self.log = target;
+        self
+    }
+
+    /// Runs the manager under `command` (e.g. `setpriv --reuid=… --`), which
+    /// execs it in place.
+    pub fn under(mut self, command: &[&str]) -> Start {
+        self.wrapper = command.iter().map(OsString::from).collect();
         self
     }
 
@@ -110,9 +120,14 @@ impl Start {
 
     /// Starts it, its stdout and stderr read by the harness.
     pub fn spawn(self) -> Manager {
-        let mut cmd = match &self.activator {
-            None => Command::new(sockherd()),
-            Some(options) => {
+        let mut cmd = match (&self.activator, self.wrapper.split_first()) {
+            (None, None) => Command::new(sockherd()),
+            (None, Some((program, args))) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(sockherd());
+                cmd
+            }
+            (Some(options), _) => {
                 let mut cmd = Command::new("systemd-socket-activate");
                 cmd.args(options).arg(sockherd());
                 cmd
