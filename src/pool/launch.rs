@@ -4,8 +4,9 @@
 //! does the starting. [`Processes`] is the real one: it forks and execs the
 //! worker ([`super::spawn`]), wraps the manager's end of its channel in a
 //! [`Transport`], and starts the tasks that watch it — one reaps the child and
-//! delivers signals to its process group, one reads its channel, two forward
-//! its output. Each reports what it sees to the pool as a [`WorkerEvent`].
+//! delivers signals to its process group, one reads its channel — and hands
+//! its stdout and stderr pipes to the log thread ([`crate::log::forward`]).
+//! Each task reports what it sees to the pool as a [`WorkerEvent`].
 //!
 //! The pool's own unit tests launch nothing: their launcher hands out a
 //! transport over a socketpair and lets the test play the worker, so every
@@ -26,8 +27,7 @@ use crate::conn::dispatch::Dispatcher;
 use crate::conn::notice::{Garbage, Notice};
 use crate::conn::peer::Peer;
 use crate::conn::transport::Transport;
-use crate::log::journal::Stream;
-use crate::log::output;
+use crate::log::{self, Stream};
 
 /// Something that happened to a worker, reported by the tasks watching it.
 #[derive(Debug)]
@@ -102,9 +102,17 @@ impl Launch for Processes {
                 events.clone(),
             )),
             spawn_local(read_channel(serial, transport.clone(), events.clone())),
-            spawn_local(output::forward(spawned.stdout, Stream::Stdout, id, pid)),
-            spawn_local(output::forward(spawned.stderr, Stream::Stderr, id, pid)),
         ];
+        // Off the event loop: read by the log thread until their end.
+        for (pipe, stream) in [
+            (spawned.stdout.into_owned_fd(), Stream::Stdout),
+            (spawned.stderr.into_owned_fd(), Stream::Stderr),
+        ] {
+            match pipe {
+                Ok(fd) => log::forward(fd, stream, id, pid),
+                Err(e) => tracing::warn!(worker_id = id, "cannot read worker {id}'s output: {e}"),
+            }
+        }
         Ok(Launched {
             process: Process {
                 pid,
