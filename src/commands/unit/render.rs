@@ -456,10 +456,10 @@ LogRateLimitIntervalSec=0
         "\
 # The app's log: each worker writes to the journal directly (one worker:
 # journalctl -u %N -t %N/ID). journald's default rate limit, 10000 lines per
-# 30s per service, would drop most of an access log. This one takes {burst}
-# lines per {interval} ({per_second} per second on average; journald raises it
-# when disk space is plentiful) and drops the rest of the interval, saying
-# how many it dropped: a runaway app cannot flood the journal and push other
+# 30s per service, would drop most of an access log. This one takes
+# {burst} lines per {interval} ({per_second} per second on average, more
+# when disk space is plentiful), then drops lines until the interval ends
+# and logs how many: a runaway app cannot flood the journal and push other
 # services' logs out. See docs/systemd.md for the trade-off.
 LogRateLimitIntervalSec={interval}
 LogRateLimitBurst={burst}
@@ -528,6 +528,46 @@ pub mod tests {
             example.service == include_str!("../../../units/example.service"),
             "{regenerate}"
         );
+    }
+
+    #[test]
+    fn journald_rate_limit_is_set_for_access_logs_or_as_asked() {
+        let default = service(&["web", "--listen", "80", "--", "/srv/web"]);
+        assert!(default.contains("\nLogRateLimitIntervalSec=10s\nLogRateLimitBurst=500000\n"));
+        let custom = service(&[
+            "web",
+            "--listen",
+            "80",
+            "--log-rate-limit-interval",
+            "30s",
+            "--log-rate-limit-burst",
+            "90000",
+            "--",
+            "/srv/web",
+        ]);
+        assert!(custom.contains("\nLogRateLimitIntervalSec=30s\nLogRateLimitBurst=90000\n"));
+        assert!(custom.contains("--log-rate-limit-interval 30s --log-rate-limit-burst 90000"));
+        let off = service(&[
+            "web",
+            "--listen",
+            "80",
+            "--log-rate-limit-interval",
+            "0",
+            "--",
+            "/srv/web",
+        ]);
+        assert!(off.contains("\nLogRateLimitIntervalSec=0\n"));
+        assert!(!off.contains("LogRateLimitBurst="));
+        assert!(units(&[
+            "web",
+            "--listen",
+            "80",
+            "--log-rate-limit-burst",
+            "0",
+            "--",
+            "/w"
+        ])
+        .is_err());
     }
 
     #[test]
