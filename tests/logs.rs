@@ -247,9 +247,11 @@ fn a_stderr_that_goes_away_costs_log_lines_not_the_service() {
         broken = broken.display(),
         hello = hello[0].to_string_lossy()
     );
+    let metrics = dir.path().join("metrics.sock");
+    let metrics_arg = metrics.to_string_lossy().into_owned();
     let mut manager = Reaper(serve(
         &socket,
-        &["--workers", "1"],
+        &["--workers", "1", "--metrics", &metrics_arg],
         &[OsStr::new("/bin/sh"), OsStr::new("-c"), OsStr::new(&script)],
         Stdio::piped(),
     ));
@@ -287,6 +289,15 @@ fn a_stderr_that_goes_away_costs_log_lines_not_the_service() {
     let response = get(&Addr::Unix(socket.clone()), "/").expect("it still serves");
     assert_eq!(response.status, 200, "{response:?}");
     assert!(!broken.exists(), "the worker's output broke");
+    // What could not be written is counted.
+    let scrape = get(&Addr::Unix(metrics), "/metrics").expect("metrics");
+    let lost: u64 = scrape
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("sockherd_log_lines_lost_total{app=\"sh\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no lost-lines counter in {}", scrape.body));
+    assert!(lost >= 10, "only {lost} lines counted lost");
     let status = stop(&mut manager.0);
     assert!(status.success(), "the manager exits 0 on SIGTERM: {status}");
 }
