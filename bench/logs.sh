@@ -9,6 +9,8 @@
 #            access log), and the manager's CPU per connection in both: the
 #            difference is the manager's CPU per logged line on top of
 #            dispatch, and the req/s ratio is what logging costs serving;
+#            also the CPU of the manager's event loop alone (its main
+#            thread), which logging must leave as it is;
 #   flood    each worker writing 25,000 numbered lines per second for 5 s
 #            (50,000 lines/s, FLOOD_RATE per worker): how long until all of
 #            them are in the file, how many arrived (all must), and the
@@ -67,6 +69,14 @@ for bin in "$SOCKHERD" "$CHATTY"; do
     [[ -x $bin ]] || die "$bin was not built"
 done
 
+xfmt() { printf '%.2f×' "$1"; }
+
+# loop_ticks PID — utime + stime of the manager's main thread, the event loop
+# that accepts and hands over connections (the log thread is another).
+loop_ticks() {
+    awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/task/$1/stat"
+}
+
 # --- access: a quiet app and an access log, side by side ---
 
 mark=${#PIDS[@]}
@@ -78,7 +88,17 @@ next_port port
 echo "== access: sockherd, $WORKERS chatty workers logging every request, on 127.0.0.1:$port"
 start_sockherd logging "$port" "$WORKERS" "$OUT/logging.log" -- "$CHATTY" --log-requests
 target access logging "$port" "$STARTED_PID"
+declare -A LOOP_BEFORE LOOP_US
+for name in quiet logging; do
+    LOOP_BEFORE[$name]=$(loop_ticks "${TARGET_PID[access/$name]}")
+done
 measure access close
+for name in quiet logging; do
+    # The loop's ticks over the warm-up and the runs, per request of both.
+    requests=$(($(parse_wrk "$OUT/access/warmup-$name.txt" | cut -d' ' -f4) + REQUESTS[access/$name/close]))
+    LOOP_US[$name]=$(awk -v t=$(($(loop_ticks "${TARGET_PID[access/$name]}") - LOOP_BEFORE[$name])) \
+        -v hz="$CLK_TCK" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+done
 logged=$(grep -c ' served request ' "$OUT/logging.log" || true)
 stop_since "$mark"
 
@@ -113,8 +133,8 @@ flood_cpu=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f"
 
 {
     echo "what|result"
-    echo "close mode, quiet app|$(printf '%.0f' "$(result access quiet close | cut -d' ' -f1)") req/s, manager $quiet_us µs CPU per connection"
-    echo "close mode, one line per request|$(printf '%.0f' "$(result access logging close | cut -d' ' -f1)") req/s, manager $logging_us µs CPU per connection ($logged lines logged)"
+    echo "close mode, quiet app|$(printf '%.0f' "$(result access quiet close | cut -d' ' -f1)") req/s; manager CPU per connection $quiet_us µs, of which its event loop ${LOOP_US[quiet]} µs"
+    echo "close mode, one line per request|$(printf '%.0f' "$(result access logging close | cut -d' ' -f1)") req/s; manager CPU per connection $logging_us µs, of which its event loop ${LOOP_US[logging]} µs ($logged lines logged)"
     echo "req/s with the access log, over without|$(xfmt "$r")"
     echo "manager CPU per logged line (difference)|$per_line µs"
     echo "flood: lines arrived, of $wanted|$arrived"

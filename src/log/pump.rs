@@ -45,6 +45,12 @@ const CHUNK: usize = 64 * 1024;
 /// How long [`flush`] waits for the log thread before the manager exits.
 const FLUSH_PATIENCE: Duration = Duration::from_secs(3);
 
+/// A round that read less than this much worker output was a trickle…
+const GATHER_BELOW: usize = 4096;
+/// …and the thread waits this long before the next, so that lines arrive
+/// in batches: one wake-up per millisecond at most instead of one per line.
+const GATHER: Duration = Duration::from_millis(1);
+
 /// The epoll token of the wake-up pipe.
 const WAKE: u64 = u64::MAX;
 
@@ -185,12 +191,18 @@ impl Pump {
                     continue;
                 }
             };
-            self.serve(&ready[..n]);
+            if self.serve(&ready[..n]) < GATHER_BELOW {
+                // A trickle (an access log): let a few lines gather rather
+                // than wake for each one. Pipes hold far more than this.
+                std::thread::sleep(GATHER);
+            }
         }
     }
 
     /// Reads each ready pipe once (a chunk), so no worker starves another.
-    fn serve(&mut self, ready: &[EpollEvent]) {
+    /// Returns how many bytes of worker output it read.
+    fn serve(&mut self, ready: &[EpollEvent]) -> usize {
+        let mut read = 0;
         for event in ready {
             match event.data() {
                 WAKE => {
@@ -199,9 +211,10 @@ impl Pump {
                     {
                     }
                 }
-                token => self.read(token as usize),
+                token => read += self.read(token as usize),
             }
         }
+        read
     }
 
     fn write_events(&mut self) {
@@ -272,16 +285,16 @@ impl Pump {
     }
 
     /// Reads a chunk from pipe `token` and writes its lines; at its end,
-    /// writes the last partial line and closes it.
-    fn read(&mut self, token: usize) {
+    /// writes the last partial line and closes it. Returns the bytes read.
+    fn read(&mut self, token: usize) -> usize {
         let Some(Some(open)) = self.open.get_mut(token) else {
-            return;
+            return 0;
         };
         let n = loop {
             match nix::unistd::read(open.fd.as_raw_fd(), &mut self.chunk) {
                 Ok(n) => break n,
                 Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return,
+                Err(Errno::EAGAIN) => return 0,
                 // Any other error ends the stream like its end does.
                 Err(_) => break 0,
             }
@@ -292,13 +305,14 @@ impl Pump {
             open.lines
                 .feed(&self.chunk[..n], |piece| sink.worker_piece(prefix, piece));
             sink.flush();
-            return;
+            return n;
         }
         open.lines.finish(|piece| sink.worker_piece(prefix, piece));
         sink.flush();
         let _ = self.epoll.delete(&open.fd);
         self.open[token] = None;
         self.free.push(token);
+        0
     }
 
     /// Reads every pipe until nothing more is readable right now.
@@ -318,7 +332,9 @@ impl Pump {
             if pipes.is_empty() {
                 return;
             }
-            self.serve(&pipes);
+            if self.serve(&pipes) == 0 {
+                return;
+            }
         }
     }
 }
