@@ -27,8 +27,9 @@ passing its file descriptor. Unmodified Node.js apps run as its cluster
 workers.
 .PP
 It tells systemd when the workers are ready, reloading or stopping
-(sd_notify), keeps the watchdog fed while it is healthy, logs to the journal
-with a field per worker, replaces workers new\-before\-old on reload, restarts
+(sd_notify), keeps the watchdog fed while it is healthy, has every line its
+workers write reach the journal under the worker's own pid and identifier
+(\fINAME\fR/\fIID\fR), replaces workers new\-before\-old on reload, restarts
 crashed workers with backoff, and is steered over D\-Bus
 (\fIio.sockherd.NAME\fR, object \fI/io/sockherd/Manager\fR, interface
 \fIio.sockherd.Manager1\fR) by \fBsockherd status\fR, \fBscale\fR,
@@ -60,7 +61,7 @@ systemctl enable \-\-now myapp.socket
 sockherd status myapp
 sockherd scale myapp +2
 systemctl reload myapp
-journalctl \-u myapp SOCKHERD_WORKER_ID=3
+journalctl \-u myapp \-t myapp/3
 .fi
 .RE
 .SH FILES
