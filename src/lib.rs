@@ -50,6 +50,7 @@ mod conn;
 mod log;
 mod metrics;
 mod pool;
+mod print;
 mod shutdown;
 mod signals;
 mod sockets;
@@ -63,7 +64,7 @@ use tracing::level_filters::LevelFilter;
 use cli::{Cli, Command};
 use commands::{control, manual, serve, unit};
 use conn::shared::exec_listen;
-use log::journal;
+use print::errln;
 
 /// The `sockherd` binary: parse the command line, set up logging, run.
 ///
@@ -78,7 +79,7 @@ pub fn run() -> ExitCode {
         Err(e) => {
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("sockherd: {}", first.trim_start_matches("error: "));
+            errln!("sockherd: {}", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
@@ -88,7 +89,7 @@ pub fn run() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("sockherd: cannot start the event loop: {e}");
+            errln!("sockherd: cannot start the event loop: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -97,7 +98,7 @@ pub fn run() -> ExitCode {
             let prepared = match serve::prepare(&args) {
                 Ok(prepared) => prepared,
                 Err(e) => {
-                    eprintln!("sockherd: {e}");
+                    errln!("sockherd: {e}");
                     return ExitCode::from(2);
                 }
             };
@@ -106,10 +107,18 @@ pub fn run() -> ExitCode {
             } else {
                 LevelFilter::INFO
             };
-            if let Some(warning) = journal::init(args.log, prepared.app(), level) {
-                tracing::warn!("{warning}");
+            match log::init(args.log, prepared.app(), level) {
+                Ok(Some(warning)) => tracing::warn!("{warning}"),
+                Ok(None) => {}
+                Err(e) => {
+                    errln!("sockherd: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
-            serve::run(prepared, &runtime)
+            let code = serve::run(prepared, &runtime);
+            // The last lines (shutdown-finished, the workers' last words).
+            log::flush();
+            code
         }
         Command::Control(command) => control::run(command, &runtime),
         Command::ExecListen(args) => exec_listen(args.command),

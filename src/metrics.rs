@@ -203,7 +203,7 @@ fn render(
 ) -> String {
     let mut out = String::with_capacity(4096);
     let app = format!("app=\"{}\"", escape(&snapshot.app));
-    let pool: [(&str, &str, &str, u64); 6] = [
+    let pool: [(&str, &str, &str, u64); 7] = [
         (
             "workers_target",
             "gauge",
@@ -239,6 +239,12 @@ fn render(
             "counter",
             "accept() failures (out of descriptors, memory, ...).",
             stats.accept_errors(),
+        ),
+        (
+            "log_lines_lost_total",
+            "counter",
+            "Log lines lost to a broken log sink (stderr closed, journal gone), and manager log messages dropped from a full queue.",
+            crate::log::sink::LOST.load(std::sync::atomic::Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, value) in pool {

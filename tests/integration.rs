@@ -12,6 +12,7 @@ mod dispatch;
 mod faults;
 mod flood;
 mod lifecycle;
+mod logs;
 mod misbehaving;
 mod node;
 mod notify;

@@ -10,7 +10,7 @@ use super::values::{parse_duration, parse_heartbeat, parse_size, parse_workers};
 use crate::bus::plan::BusArgs;
 use crate::conn::node::ProtocolArg;
 use crate::conn::policy::Policy;
-use crate::log::journal::Target;
+use crate::log::Target;
 use crate::sockets::listener::ListenAddr;
 
 #[derive(Debug, Clone, Args)]

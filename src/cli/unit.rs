@@ -15,6 +15,12 @@ use super::values::{parse_duration, parse_size, parse_workers};
 /// The user (and group) the package creates for apps, and allows on the bus.
 pub(crate) const DEFAULT_USER: &str = "sockherd";
 
+/// `--log-rate-limit-burst`'s default: with the 10 s interval, 50,000 lines
+/// per second on average, an access log at 50,000 requests per second.
+pub(crate) const DEFAULT_LOG_BURST: u32 = 500_000;
+/// `--log-rate-limit-interval`'s default.
+pub(crate) const DEFAULT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// `sockherd unit NAME --listen ADDR… -- COMMAND…`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct UnitArgs {
@@ -68,6 +74,19 @@ pub(crate) struct UnitArgs {
     /// before old (PM2's max_memory_restart).
     #[arg(long, value_name = "SIZE", value_parser = parse_max_memory)]
     pub max_memory: Option<String>,
+
+    /// journald's rate limit for the app (LogRateLimitIntervalSec=): past
+    /// --log-rate-limit-burst lines within this interval, journald drops the
+    /// app's lines until the interval ends, and logs how many. 0 turns the
+    /// limit off. journald's own default (10000 lines per 30s) would drop most
+    /// of an access log; see docs/systemd.md.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub log_rate_limit_interval: Duration,
+
+    /// The lines per --log-rate-limit-interval journald takes from the app
+    /// (LogRateLimitBurst=; journald raises it with the free disk space).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LOG_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_rate_limit_burst: u32,
 
     /// How the workers are talked to, as `sockherd serve` takes it.
     #[command(flatten)]

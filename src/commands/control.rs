@@ -23,13 +23,14 @@ use table::{cpu_percent, table, AppStatus, Process};
 use crate::bus::error::Error;
 use crate::bus::interface::{ManagerProxy, WorkerRow};
 use crate::cli::control::{ControlCommand, ScaleTo, StatusArgs};
+use crate::print::{errln, outln};
 
 /// Runs one command and prints its outcome; errors are one line on stderr.
 pub(crate) fn run(command: ControlCommand, runtime: &tokio::runtime::Runtime) -> ExitCode {
     match runtime.block_on(execute(command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sockherd: {e}");
+            errln!("sockherd: {e}");
             ExitCode::FAILURE
         }
     }
@@ -46,7 +47,7 @@ async fn execute(command: ControlCommand) -> Result<ExitCode, String> {
                 ScaleTo::By(delta) => manager.scale_by(delta).await,
             }
             .map_err(|e| format!("{}: {}", args.app, explain(e)))?;
-            println!("{}: {count} workers", args.app);
+            outln!("{}: {count} workers", args.app)?;
             Ok(ExitCode::SUCCESS)
         }
         ControlCommand::Reload(args) => {
@@ -60,7 +61,7 @@ async fn execute(command: ControlCommand) -> Result<ExitCode, String> {
                 .generation()
                 .await
                 .map_err(|e| format!("{}: {e}", args.app))?;
-            println!("{}: reloaded, generation {generation}", args.app);
+            outln!("{}: reloaded, generation {generation}", args.app)?;
             Ok(ExitCode::SUCCESS)
         }
         ControlCommand::Restart(args) => {
@@ -70,7 +71,7 @@ async fn execute(command: ControlCommand) -> Result<ExitCode, String> {
                 .restart_worker(args.id)
                 .await
                 .map_err(|e| format!("{}: {}", args.app, explain(e)))?;
-            println!("{}: worker {} restarted", args.app, args.id);
+            outln!("{}: worker {} restarted", args.app, args.id)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -107,19 +108,19 @@ async fn status(args: StatusArgs) -> Result<ExitCode, String> {
             Ok(app) => apps.push(app),
             // A manager that went away meanwhile does not hide the others.
             Err(e) => {
-                eprintln!("sockherd: {e}");
+                errln!("sockherd: {e}");
                 code = ExitCode::FAILURE;
             }
         }
     }
     if args.json {
         let json = serde_json::to_string_pretty(&apps).map_err(|e| e.to_string())?;
-        println!("{json}");
+        outln!("{json}")?;
     } else if apps.is_empty() && code == ExitCode::SUCCESS {
-        println!("no sockherd apps on {}", client.bus);
+        outln!("no sockherd apps on {}", client.bus)?;
     } else {
         let blocks: Vec<String> = apps.iter().map(table).collect();
-        print!("{}", blocks.join("\n"));
+        crate::print::stdout(format_args!("{}", blocks.join("\n")))?;
     }
     Ok(code)
 }

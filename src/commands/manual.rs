@@ -6,7 +6,7 @@
 //! `packaging/build-deb.sh` runs both with the binary it packages.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,6 +15,7 @@ use clap_mangen::Man;
 
 use crate::cli::manual::{CompletionsArgs, ManpageArgs};
 use crate::cli::Cli;
+use crate::print::{errln, outln};
 
 /// sockherd(1)'s description: the one-line `about` says too little.
 const MAIN_DESCRIPTION: &str = r#".SH DESCRIPTION
@@ -26,8 +27,9 @@ passing its file descriptor. Unmodified Node.js apps run as its cluster
 workers.
 .PP
 It tells systemd when the workers are ready, reloading or stopping
-(sd_notify), keeps the watchdog fed while it is healthy, logs to the journal
-with a field per worker, replaces workers new\-before\-old on reload, restarts
+(sd_notify), keeps the watchdog fed while it is healthy, has every line its
+workers write reach the journal under the worker's own pid and identifier
+(\fINAME\fR/\fIID\fR), replaces workers new\-before\-old on reload, restarts
 crashed workers with backoff, and is steered over D\-Bus
 (\fIio.sockherd.NAME\fR, object \fI/io/sockherd/Manager\fR, interface
 \fIio.sockherd.Manager1\fR) by \fBsockherd status\fR, \fBscale\fR,
@@ -59,7 +61,7 @@ systemctl enable \-\-now myapp.socket
 sockherd status myapp
 sockherd scale myapp +2
 systemctl reload myapp
-journalctl \-u myapp SOCKHERD_WORKER_ID=3
+journalctl \-u myapp \-t myapp/3
 .fi
 .RE
 .SH FILES
@@ -85,12 +87,13 @@ The README, the documentation (docs/) and the example units (examples/).
 /// Runs `sockherd completions`.
 pub(crate) fn completions(args: &CompletionsArgs) -> ExitCode {
     let mut command = Cli::command();
-    let mut out = io::stdout().lock();
-    clap_complete::generate(args.shell, &mut command, "sockherd", &mut out);
-    match out.flush() {
+    // Into memory first: clap_complete panics when its writer fails.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "sockherd", &mut script);
+    match outln!("{}", String::from_utf8_lossy(&script).trim_end()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sockherd: cannot print the completions: {e}");
+            errln!("sockherd: cannot print the completions: {e}");
             ExitCode::FAILURE
         }
     }
@@ -99,14 +102,18 @@ pub(crate) fn completions(args: &CompletionsArgs) -> ExitCode {
 /// Runs `sockherd manpage`.
 pub(crate) fn manpages(args: &ManpageArgs) -> ExitCode {
     match write_manpages(&args.dir) {
-        Ok(written) => {
-            for path in written {
-                println!("{}", path.display());
+        Ok(written) => match written
+            .iter()
+            .try_for_each(|path| outln!("{}", path.display()))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                errln!("sockherd: {e}");
+                ExitCode::FAILURE
             }
-            ExitCode::SUCCESS
-        }
+        },
         Err(e) => {
-            eprintln!("sockherd: {e}");
+            errln!("sockherd: {e}");
             ExitCode::FAILURE
         }
     }

@@ -17,13 +17,13 @@ mod quote;
 mod render;
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use render::{render, Units};
 
 use crate::cli::unit::UnitArgs;
+use crate::print::{errln, outln};
 
 /// Where `--install` puts the units.
 pub(crate) const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
@@ -31,22 +31,18 @@ pub(crate) const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
 /// Runs `sockherd unit`: prints the units, or writes and installs them.
 pub(crate) fn run(args: &UnitArgs) -> ExitCode {
     let result = render(args).and_then(|units| match (&args.output, args.install) {
-        (Some(dir), _) => write(dir, &args.name, &units, args.force).map(|paths| {
-            for path in paths {
-                println!("{}", path.display());
-            }
+        (Some(dir), _) => write(dir, &args.name, &units, args.force).and_then(|paths| {
+            paths
+                .iter()
+                .try_for_each(|path| outln!("{}", path.display()))
         }),
         (None, true) => install(args, &units),
-        (None, false) => {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}\n{}", units.socket, units.service)
-                .map_err(|e| format!("cannot print the units: {e}"))
-        }
+        (None, false) => outln!("{}\n{}", units.socket, units.service),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sockherd: {e}");
+            errln!("sockherd: {e}");
             ExitCode::FAILURE
         }
     }
@@ -54,7 +50,7 @@ pub(crate) fn run(args: &UnitArgs) -> ExitCode {
 
 fn install(args: &UnitArgs, units: &Units) -> Result<(), String> {
     for warning in account_warnings(args) {
-        eprintln!("sockherd: warning: {warning}");
+        errln!("sockherd: warning: {warning}");
     }
     write(Path::new(SYSTEM_UNIT_DIR), &args.name, units, args.force)?;
     let status = std::process::Command::new("systemctl")
@@ -65,9 +61,8 @@ fn install(args: &UnitArgs, units: &Units) -> Result<(), String> {
         return Err(format!("systemctl daemon-reload failed ({status})"));
     }
     let name = &args.name;
-    println!("installed {SYSTEM_UNIT_DIR}/{name}.socket and {SYSTEM_UNIT_DIR}/{name}.service");
-    println!("start it now and at boot: systemctl enable --now {name}.socket");
-    Ok(())
+    outln!("installed {SYSTEM_UNIT_DIR}/{name}.socket and {SYSTEM_UNIT_DIR}/{name}.service")?;
+    outln!("start it now and at boot: systemctl enable --now {name}.socket")
 }
 
 /// What will not work as the units say, because an account is missing.

@@ -1,130 +1,151 @@
-//! Worker output: every line a worker writes, tagged with the worker.
+//! Worker output, cut into lines: what the log thread ([`super::pump`]) does
+//! with the bytes it reads from a worker's stdout or stderr pipe.
 //!
-//! Each worker's stdout and stderr are pipes read by a task of their own and
-//! passed line by line to [`crate::log::journal`], which tags them with the worker's
-//! id and pid (`journalctl -u app SOCKHERD_WORKER_ID=3`). stderr lines are
-//! logged at error priority (3), stdout lines at info (6).
-//!
-//! A worker that floods its output must not cost the manager memory or starve
-//! dispatch, so both are bounded: a line longer than [`MAX_LINE`] is cut (the
-//! cut is marked), and past [`LINES_PER_SECOND`] a worker's lines are dropped
-//! and counted; the count is logged with the next line that gets through.
-//! Memory per stream is one fixed buffer, whatever the worker writes.
+//! Every line is kept whole up to [`MAX_LINE`] bytes. A longer line is
+//! split, never cut: it becomes pieces of at most [`MAX_LINE`] bytes (ending
+//! on a UTF-8 character boundary), and every piece but the last is marked
+//! [`SPLIT_MARK`], so a reader sees where the line goes on. A last line
+//! without a newline is passed on when the stream ends. Memory per stream is
+//! one partial line, at most [`MAX_LINE`] bytes, whatever the worker writes.
 
-use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-
-use crate::log::journal::{self, Stream};
-
-/// Longest line kept whole; longer ones are cut here.
+/// Longest line kept in one piece.
 pub(crate) const MAX_LINE: usize = 8192;
-/// Lines per second (per stream) that reach the log; the rest are counted.
-pub(crate) const LINES_PER_SECOND: u32 = 5000;
 
-/// Reads `reader` to its end, logging each line for worker `id`/`pid`.
-pub(crate) async fn forward(reader: impl AsyncRead + Unpin, stream: Stream, id: u32, pid: u32) {
-    let mut reader = BufReader::with_capacity(MAX_LINE, reader);
-    let mut line = Vec::with_capacity(256);
-    let mut budget = Budget::new();
-    loop {
-        line.clear();
-        let (complete, cut) = match read_line(&mut reader, &mut line).await {
-            Ok(Some(result)) => result,
-            Ok(None) | Err(_) => break,
-        };
-        if !complete && line.is_empty() {
-            break;
-        }
-        let Some(dropped) = budget.take() else {
-            continue;
-        };
-        if dropped > 0 {
-            journal::worker_line(
-                stream,
-                id,
-                pid,
-                &format!(
-                    "[sockherd: {dropped} lines dropped, output over {LINES_PER_SECOND} lines/s]"
-                ),
-            );
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\n', '\r']);
-        if cut {
-            journal::worker_line(
-                stream,
-                id,
-                pid,
-                &format!("{text}… [cut at {MAX_LINE} bytes]"),
-            );
-        } else {
-            journal::worker_line(stream, id, pid, text);
-        }
-    }
+/// What ends every piece of a split line but the last.
+pub(crate) const SPLIT_MARK: &str = "… [split at 8192 bytes]";
+
+/// A piece of output: a whole line, or a piece of a longer one that goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Piece<'a> {
+    /// Without its newline (and without a `\r` before it).
+    pub text: &'a [u8],
+    /// More of the same line follows.
+    pub continues: bool,
 }
 
-/// Reads one line into `line`, keeping at most [`MAX_LINE`] bytes and
-/// discarding the rest of an overlong line. Returns (ended with newline, was cut),
-/// or `None` at end of stream with nothing read.
-async fn read_line(
-    reader: &mut BufReader<impl AsyncRead + Unpin>,
-    line: &mut Vec<u8>,
-) -> std::io::Result<Option<(bool, bool)>> {
-    let mut cut = false;
-    loop {
-        let buf = reader.fill_buf().await?;
-        if buf.is_empty() {
-            return Ok(if line.is_empty() && !cut {
-                None
+/// The line a stream is in the middle of.
+#[derive(Debug, Default)]
+pub(crate) struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    /// Cuts `chunk` into pieces, passing each to `emit` in order; keeps what
+    /// follows the last newline for the next chunk.
+    pub(crate) fn feed(&mut self, mut chunk: &[u8], mut emit: impl FnMut(Piece<'_>)) {
+        while let Some(at) = chunk.iter().position(|b| *b == b'\n') {
+            let (line, rest) = (&chunk[..at], &chunk[at + 1..]);
+            if self.partial.is_empty() {
+                pieces(line, &mut emit);
             } else {
-                Some((false, cut))
+                self.partial.extend_from_slice(line);
+                pieces(&self.partial, &mut emit);
+                self.partial.clear();
+            }
+            chunk = rest;
+        }
+        self.partial.extend_from_slice(chunk);
+        // A line this long goes out in pieces now, so memory stays bounded.
+        while self.partial.len() > MAX_LINE {
+            let at = boundary(&self.partial);
+            emit(Piece {
+                text: &self.partial[..at],
+                continues: true,
             });
+            self.partial.drain(..at);
         }
-        let (chunk, found) = match buf.iter().position(|b| *b == b'\n') {
-            Some(at) => (&buf[..=at], true),
-            None => (buf, false),
+    }
+
+    /// The end of the stream: the last line, if it had no newline.
+    pub(crate) fn finish(&mut self, mut emit: impl FnMut(Piece<'_>)) {
+        if !self.partial.is_empty() {
+            pieces(&self.partial, &mut emit);
+            self.partial = Vec::new();
+        }
+    }
+}
+
+/// Emits one whole line, in pieces if it is longer than [`MAX_LINE`].
+fn pieces(mut line: &[u8], emit: &mut impl FnMut(Piece<'_>)) {
+    if let [rest @ .., b'\r'] = line {
+        line = rest;
+    }
+    while line.len() > MAX_LINE {
+        let at = boundary(line);
+        emit(Piece {
+            text: &line[..at],
+            continues: true,
+        });
+        line = &line[at..];
+    }
+    emit(Piece {
+        text: line,
+        continues: false,
+    });
+}
+
+/// Where to split a text longer than [`MAX_LINE`]: at [`MAX_LINE`], or a
+/// few bytes before it so as not to split a UTF-8 character.
+fn boundary(text: &[u8]) -> usize {
+    let mut at = MAX_LINE;
+    // Continuation bytes are 0b10xx_xxxx; a character is at most 4 bytes.
+    while at > MAX_LINE - 3 && text.get(at).is_some_and(|b| b & 0xC0 == 0x80) {
+        at -= 1;
+    }
+    if text.get(at).is_some_and(|b| b & 0xC0 == 0x80) {
+        MAX_LINE
+    } else {
+        at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(chunks: &[&[u8]]) -> Vec<(String, bool)> {
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        let mut keep = |p: Piece<'_>| {
+            out.push((String::from_utf8_lossy(p.text).into_owned(), p.continues));
         };
-        let room = MAX_LINE.saturating_sub(line.len());
-        if chunk.len() > room {
-            cut = true;
+        for chunk in chunks {
+            lines.feed(chunk, &mut keep);
         }
-        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        let used = chunk.len();
-        reader.consume(used);
-        if found {
-            return Ok(Some((true, cut)));
-        }
-    }
-}
-
-/// A per-second line budget.
-struct Budget {
-    window_start: Instant,
-    used: u32,
-    dropped: u64,
-}
-
-impl Budget {
-    fn new() -> Budget {
-        Budget {
-            window_start: Instant::now(),
-            used: 0,
-            dropped: 0,
-        }
+        lines.finish(&mut keep);
+        out
     }
 
-    /// `Some(lines dropped before this one)` if this line may be logged.
-    fn take(&mut self) -> Option<u64> {
-        if self.window_start.elapsed() >= Duration::from_secs(1) {
-            self.window_start = Instant::now();
-            self.used = 0;
-        }
-        if self.used >= LINES_PER_SECOND {
-            self.dropped += 1;
-            return None;
-        }
-        self.used += 1;
-        Some(std::mem::take(&mut self.dropped))
+    #[test]
+    fn lines_across_chunks_arrive_whole_and_in_order() {
+        assert_eq!(
+            cut(&[b"one\ntw", b"o\r\n", b"\nthree"]),
+            vec![
+                ("one".into(), false),
+                ("two".into(), false),
+                ("".into(), false),
+                ("three".into(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_split_into_marked_pieces() {
+        let long = "x".repeat(MAX_LINE * 2 + 5) + "\n";
+        let pieces = cut(&[long.as_bytes()]);
+        let sizes: Vec<(usize, bool)> = pieces.iter().map(|(t, c)| (t.len(), *c)).collect();
+        assert_eq!(sizes, vec![(MAX_LINE, true), (MAX_LINE, true), (5, false)]);
+        // The same, fed a byte at a time: memory stays bounded on the way.
+        let bytes: Vec<&[u8]> = long.as_bytes().chunks(1).collect();
+        assert_eq!(cut(&bytes), pieces);
+    }
+
+    #[test]
+    fn a_split_never_cuts_a_character() {
+        // 8191 bytes, then a 3-byte character straddling the limit.
+        let line = format!("{}€tail\n", "x".repeat(MAX_LINE - 1));
+        let pieces = cut(&[line.as_bytes()]);
+        assert_eq!(pieces[0].0.len(), MAX_LINE - 1);
+        assert_eq!(pieces[1].0, "€tail");
     }
 }

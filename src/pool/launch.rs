@@ -4,12 +4,13 @@
 //! does the starting. [`Processes`] is the real one: it forks and execs the
 //! worker ([`super::spawn`]), wraps the manager's end of its channel in a
 //! [`Transport`], and starts the tasks that watch it — one reaps the child and
-//! delivers signals to its process group, one reads its channel, two forward
-//! its output. Each reports what it sees to the pool as a [`WorkerEvent`],
-//! through a bounded channel ([`EVENTS_IN_FLIGHT`]): what a worker says
-//! waits there, merged into one notice, when the pool is behind, and is read
-//! no faster than [`MESSAGES_PER_SECOND`], so whatever a worker sends costs
-//! the manager bounded memory and a bounded share of its loop.
+//! delivers signals to its process group, one reads its channel — and hands
+//! its stdout and stderr pipes to the log thread ([`crate::log::forward`]).
+//! Each task reports what it sees to the pool as a [`WorkerEvent`], through
+//! a bounded channel ([`EVENTS_IN_FLIGHT`]): what a worker says waits there,
+//! merged into one notice, when the pool is behind, and is read no faster
+//! than [`MESSAGES_PER_SECOND`], so whatever a worker sends costs the manager
+//! bounded memory and a bounded share of its loop.
 //!
 //! The pool's own unit tests launch nothing: their launcher hands out a
 //! transport over a socketpair and lets the test play the worker, so every
@@ -33,8 +34,7 @@ use crate::conn::dispatch::Dispatcher;
 use crate::conn::notice::{Garbage, Notice};
 use crate::conn::peer::Peer;
 use crate::conn::transport::Transport;
-use crate::log::journal::Stream;
-use crate::log::output;
+use crate::log::{self, Stream};
 
 /// Events in flight from the tasks watching workers to the pool. A task whose
 /// event finds no room waits; a channel reader keeps reading meanwhile and
@@ -128,9 +128,17 @@ impl Launch for Processes {
                 transport.clone(),
                 events.clone(),
             )),
-            spawn_local(output::forward(spawned.stdout, Stream::Stdout, id, pid)),
-            spawn_local(output::forward(spawned.stderr, Stream::Stderr, id, pid)),
         ];
+        // Off the event loop: read by the log thread until their end.
+        for (pipe, stream) in [
+            (spawned.stdout.into_owned_fd(), Stream::Stdout),
+            (spawned.stderr.into_owned_fd(), Stream::Stderr),
+        ] {
+            match pipe {
+                Ok(fd) => log::forward(fd, stream, id, pid),
+                Err(e) => tracing::warn!(worker_id = id, "cannot read worker {id}'s output: {e}"),
+            }
+        }
         Ok(Launched {
             process: Process {
                 pid,

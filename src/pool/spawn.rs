@@ -6,7 +6,9 @@
 //!   listening sockets are fds 3, 4, … as systemd passes them, and it is
 //!   started through `sockherd __exec-listen` so that `LISTEN_PID` names it
 //!   ([`crate::conn::shared`]); nothing else is inherited but stdin (`/dev/null`)
-//!   and stdout/stderr (pipes to the manager);
+//!   and stdout/stderr: pipes to the manager, which the worker replaces with
+//!   journal streams of its own between fork and exec when the manager logs
+//!   to the journal ([`crate::log::stream`]);
 //! - the socket-activation and notify variables meant for the manager are
 //!   stripped, and `SOCKHERD_WORKER_ID`, `NODE_APP_INSTANCE`, `SOCKHERD_APP`,
 //!   the protocol's variables (`SOCKHERD_PROTOCOL`, …) and
@@ -32,6 +34,7 @@ use crate::conn::protocol::{
 };
 use crate::conn::shared::EXEC_LISTEN;
 use crate::conn::transport::{End, Protocol};
+use crate::log::stream::Streams;
 
 /// The program that starts a shared-accept worker: this binary, whichever
 /// file it was started from (see [`crate::conn::shared`]).
@@ -193,9 +196,10 @@ pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
     // the child, allocated here because the child must not allocate.
     let mut parked: Vec<RawFd> = vec![-1; inherit.len()];
     let manager_pid = nix::unistd::getpid();
+    let streams = Streams::prepare(&spec.app, id);
     // SAFETY: the closure runs in the forked child before exec and calls only
     // async-signal-safe functions (fcntl, dup2, close_range, getrlimit, setpgid,
-    // prctl, getppid, _exit).
+    // prctl, getppid, _exit; socket, connect, write for the journal streams).
     unsafe {
         cmd.pre_exec(move || {
             // Park every fd above the targets first, so that putting one at
@@ -248,6 +252,9 @@ pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
             // The manager may have died before prctl took effect.
             if libc::getppid() != manager_pid.as_raw() {
                 libc::_exit(1);
+            }
+            if let Some(streams) = &streams {
+                streams.connect_in_child();
             }
             Ok(())
         });

@@ -103,17 +103,22 @@ fn collect(
 }
 
 impl Manager {
-    pub(super) fn spawn(mut cmd: Command) -> Manager {
+    /// Starts `cmd` and reads its stdout, and its stderr when `log` (else the
+    /// test chose where stderr goes: see [`Manager::take_stderr`]).
+    pub(super) fn spawn(mut cmd: Command, log: bool) -> Manager {
         let turn = share();
         let mut child = cmd.spawn().expect("start sockherd");
-        let stderr = child.stderr.take().expect("stderr is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
-        let log = Arc::new(Mutex::new(Lines::default()));
+        let log_lines = Arc::new(Mutex::new(Lines::default()));
         let out = Arc::new(Mutex::new(Lines::default()));
         let workers = Arc::new(Mutex::new(Vec::new()));
         let (done, log_done) = mpsc::channel::<()>();
-        let (sink, seen, end) = (Arc::clone(&log), Arc::clone(&workers), done.clone());
-        std::thread::spawn(move || collect(stderr, sink, Some(seen), end));
+        if log {
+            let stderr = child.stderr.take().expect("stderr is piped");
+            let (sink, seen, end) = (Arc::clone(&log_lines), Arc::clone(&workers), done.clone());
+            std::thread::spawn(move || collect(stderr, sink, Some(seen), end));
+        }
+        let log = log_lines;
         let sink = Arc::clone(&out);
         std::thread::spawn(move || collect(stdout, sink, None, done));
         Manager {
@@ -125,6 +130,12 @@ impl Manager {
             status: None,
             _turn: turn,
         }
+    }
+
+    /// Its stderr, when the test asked for a pipe of its own
+    /// ([`super::start::Start::stderr`]).
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
     }
 
     pub fn pid(&self) -> u32 {

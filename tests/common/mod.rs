@@ -110,7 +110,7 @@ fn build_workers() -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--workspace", "--example", "hello"])
-            .args(["--example", "axum_hello"])
+            .args(["--example", "axum_hello", "--bin", "chatty"])
             .args(["--bin", "rogue", "--manifest-path"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
             .arg("--target-dir")
@@ -129,6 +129,12 @@ fn build_workers() -> PathBuf {
         );
     });
     profile_dir.to_path_buf()
+}
+
+/// The `chatty` test binary: numbered lines at a given rate, or one per
+/// request (see `testbins/src/bin/chatty.rs`).
+pub fn chatty() -> OsString {
+    build_workers().join("chatty").into()
 }
 
 /// The `axum_hello` example: an axum app served through

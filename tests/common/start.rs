@@ -54,6 +54,8 @@ pub struct Start {
     env: Vec<(OsString, Option<OsString>)>,
     /// Sockets passed as systemd passes them: (name, fd in this process).
     sockets: Vec<(String, RawFd)>,
+    /// Where its stderr goes when not to the harness's log.
+    stderr: Option<Stdio>,
 }
 
 impl Start {
@@ -68,7 +70,16 @@ impl Start {
             clear: false,
             env: Vec::new(),
             sockets: Vec::new(),
+            stderr: None,
         }
+    }
+
+    /// Sends the manager's stderr to `stderr` (a file, or a pipe the test
+    /// reads with [`super::manager::Manager::take_stderr`]) instead of the
+    /// harness's log: the log-reading helpers then see nothing.
+    pub fn stderr(mut self, stderr: Stdio) -> Start {
+        self.stderr = Some(stderr);
+        self
     }
 
     /// One more option for `serve`, after those given to [`Start::new`].
@@ -119,7 +130,7 @@ impl Start {
     }
 
     /// Starts it, its stdout and stderr read by the harness.
-    pub fn spawn(self) -> Manager {
+    pub fn spawn(mut self) -> Manager {
         let mut cmd = match (&self.activator, self.wrapper.split_first()) {
             (None, None) => Command::new(sockherd()),
             (None, Some((program, args))) => {
@@ -138,8 +149,9 @@ impl Start {
             .arg("--")
             .args(&self.worker)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::piped());
+        let log = self.stderr.is_none();
+        cmd.stderr(self.stderr.take().unwrap_or_else(Stdio::piped));
         let changes = self.changes();
         let clear = self.clear;
         let sources: Vec<RawFd> = self.sockets.iter().map(|(_, fd)| *fd).collect();
@@ -185,7 +197,7 @@ impl Start {
                 Ok(())
             });
         }
-        Manager::spawn(cmd)
+        Manager::spawn(cmd, log)
     }
 
     /// What the child does to its environment, in order.

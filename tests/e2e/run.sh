@@ -165,6 +165,7 @@ cx sh -c 'cat >/etc/sysusers.d/sockherd.conf' <"$ROOT/packaging/sysusers/sockher
 cx systemd-sysusers
 cx ln -sf /opt/sockherd/sockherd /usr/local/bin/sockherd
 cx ln -sf /opt/sockherd/examples/hello /usr/local/lib/sockherd/hello
+cx ln -sf /opt/sockherd/chatty /usr/local/lib/sockherd/chatty
 cx sh -c 'cat >/usr/local/lib/sockherd/e2e-worker && chmod 755 /usr/local/lib/sockherd/e2e-worker' <"$HERE/worker.sh"
 cx sh -c 'cat >/etc/systemd/system/app.socket' <"$ROOT/units/example.socket"
 cx sh -c 'cat >/etc/systemd/system/app.service' <"$ROOT/units/example.service"
@@ -228,15 +229,23 @@ check "journal: SOCKHERD_APP is one plain value on every manager entry" \
   test "$(jqj 'select(.SOCKHERD_APP != null) | .SOCKHERD_APP | if type == "string" then . else "ARRAY" end' | sort -u)" = app
 check "journal: SYSLOG_IDENTIFIER=app on manager entries" \
   journal_has 'select(.SOCKHERD_EVENT == "worker-started" and .SYSLOG_IDENTIFIER == "app")'
-check "journal: worker stdout lines tagged with SOCKHERD_WORKER_ID/PID, priority 6" \
-  test "$(jqj '. as $e | select(($e.MESSAGE // "" | tostring | test("says hello on stdout")) and .PRIORITY == "6"
-               and .SOCKHERD_STREAM == "stdout" and (.SOCKHERD_WORKER_PID | test("^[0-9]+$"))
-               and ($e.MESSAGE | startswith("worker " + $e.SOCKHERD_WORKER_ID + " "))) | .SOCKHERD_WORKER_ID' |
-        sort -u | tr '\n' ' ')" = "0 1 2 3 "
+# Worker lines: each worker writes to journal streams it connected itself, so
+# journald files every line under the worker's own pid, and
+# SYSLOG_IDENTIFIER=app/ID names the worker.
+pid_of() { awk -v id="$1" '$1 == id { print $2; exit }' "$STATE/rr.txt"; }
+stdout_lines() {
+  jqj '. as $e | select(($e.MESSAGE // "" | tostring | test("says hello on stdout")) and .PRIORITY == "6"
+        and ($e.MESSAGE | startswith("worker " + ($e.SYSLOG_IDENTIFIER | ltrimstr("app/")) + " ")))
+        | "\(.SYSLOG_IDENTIFIER) \(._PID)"' | sort -u
+}
+check "journal: each worker's stdout line has SYSLOG_IDENTIFIER=app/ID and the worker's own _PID, priority 6" \
+  test "$(stdout_lines)" = "$(for i in 0 1 2 3; do echo "app/$i $(pid_of "$i")"; done)"
 check "journal: worker stderr lines at priority 3" \
-  journal_has 'select((.MESSAGE // "" | tostring | test("says hello on stderr")) and .PRIORITY == "3" and .SOCKHERD_STREAM == "stderr")'
-cx journalctl -u app.service SOCKHERD_WORKER_ID=3 -o cat --no-pager >"$STATE/worker3.txt"
-check "journalctl -u app.service SOCKHERD_WORKER_ID=3 shows worker 3's lines only" \
+  journal_has 'select((.MESSAGE // "" | tostring | test("says hello on stderr")) and .PRIORITY == "3" and (.SYSLOG_IDENTIFIER | test("^app/[0-3]$")))'
+check "journal: no empty entry from the streams' set-up" \
+  not journal_has 'select((.SYSLOG_IDENTIFIER // "" | startswith("app/")) and (.MESSAGE // "") == "")'
+cx journalctl -u app.service -t app/3 -o cat --no-pager >"$STATE/worker3.txt"
+check "journalctl -u app.service -t app/3 shows worker 3's lines only" \
   sh -c 'grep -q "^worker 3 says hello" "$1" && ! grep -q "^worker [012] says" "$1"' sh "$STATE/worker3.txt"
 
 # ------------------------------------------------------------ 5. a worker crash
@@ -473,7 +482,74 @@ check "both units inactive" \
 port_closed() { ! get / 3 2>/dev/null; }
 check "the port is closed" port_closed
 
-# ------------------------------------------------------------ 13. bad input under systemd
+# ------------------------------------------------------------ 13. logs: 50,000 lines/s, none lost
+# The units `sockherd unit` writes (its journald rate limit included) for an
+# app of 2 chatty workers, each writing 25,000 numbered lines per second for
+# 5 s once ready: every number must be in the journal once, in order.
+check "sockherd unit writes logs.socket and logs.service" \
+  cx sockherd unit logs --listen 8090 --workers 2 --sockherd /usr/local/bin/sockherd \
+  --output /etc/systemd/system -- /usr/local/lib/sockherd/chatty --lines 25000 5
+cx systemctl daemon-reload
+check "systemctl start logs.service" cx systemctl start logs.service
+logs_main=$(prop MainPID logs.service)
+logs_cpu_before=$(cx awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$logs_main/stat")
+t=$(ts)
+last_line_is() { test "$(cx journalctl -u logs.service -t "logs/$1" -n 1 -o cat --no-pager)" = "$2"; }
+logs_done() { last_line_is 0 "worker 0 done 125000" && last_line_is 1 "worker 1 done 125000"; }
+E2E_POLL=90 check "both workers wrote their 125,000 lines (journal: 'worker N done 125000')" eventually logs_done
+took=$(elapsed "$t")
+logs_cpu=$(( $(cx awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$logs_main/stat") - logs_cpu_before ))
+log "250,000 lines in the journal ${took} s after start; the manager used $((logs_cpu * 10)) ms of CPU meanwhile"
+# in_order ID: worker ID's lines are `worker ID line 0` … `line 124999`, each once.
+in_order() {
+  cx journalctl -u logs.service -t "logs/$1" -o cat --no-pager |
+    awk -v id="$1" '$1 == "worker" && $2 == id && $3 == "line" { if ($4 != want) { bad = 1; exit } want++ }
+                   END { exit bad || want != 125000 }'
+}
+check "journal: worker 0's 125,000 numbered lines, each once and in order" in_order 0
+check "journal: worker 1's 125,000 numbered lines, each once and in order" in_order 1
+logs_workers() {
+  cx busctl --json=short call io.sockherd.logs /io/sockherd/Manager io.sockherd.Manager1 ListWorkers |
+    jq -r '.data[0][] | "logs/\(.[0]) \(.[1])"' | sort
+}
+logs_pids() {
+  for i in 0 1; do
+    cx journalctl -u logs.service -t "logs/$i" -n 1 -o json --no-pager | jq -r '"\(.SYSLOG_IDENTIFIER) \(._PID)"'
+  done
+}
+check "journal: the lines carry each worker's own _PID" test "$(logs_pids)" = "$(logs_workers)"
+journald_suppressed() { cx journalctl -t systemd-journald -o cat --no-pager | grep -q "Suppressed"; }
+check "journald suppressed nothing (LogRateLimitBurst= of the generated unit)" not journald_suppressed
+check "systemctl stop logs.socket logs.service" cx systemctl stop logs.socket logs.service
+
+# A worker that dies at once: its last words are still filed under the unit.
+cx systemd-run --quiet --unit=crashy /usr/local/bin/sockherd serve --name crashy --workers 1 \
+  --max-restarts 3 --listen 127.0.0.1:8091 -- /bin/sh -c 'echo crash at start >&2; exit 1'
+crash_lines() { cx journalctl "$@" -o cat --no-pager | grep -c "^crash at start$"; }
+crashy_gave_up() { test "$(prop ActiveState crashy.service)" != active; }
+E2E_POLL=60 check "a worker that crashes at start: the manager gives up after 4 starts" eventually crashy_gave_up
+check "journal: all 4 crash lines are under -u crashy.service (as many as under -t crashy/0)" \
+  test "$(crash_lines -u crashy.service) $(crash_lines -t crashy/0)" = "4 4"
+cx systemctl reset-failed crashy.service 2>/dev/null
+
+# A worker that cannot connect its own streams keeps its pipes to the
+# manager, which forwards its lines with SOCKHERD_* fields.
+check "a manager whose workers cannot reach /run/systemd/journal/stdout starts (Type=notify)" \
+  cx systemd-run --quiet --unit=app-fallback -p Type=notify -p NotifyAccess=main \
+  -p InaccessiblePaths=/run/systemd/journal/stdout \
+  /usr/local/bin/sockherd serve --name fallback --workers 2 --listen 127.0.0.1:8092 \
+  -- /usr/local/lib/sockherd/e2e-worker
+forwarded_ids() {
+  UNIT=app-fallback.service jqj 'select((.MESSAGE // "" | tostring | test("says hello on stdout")) and .PRIORITY == "6"
+        and .SOCKHERD_STREAM == "stdout" and (.SOCKHERD_WORKER_PID | test("^[0-9]+$"))
+        and .SYSLOG_IDENTIFIER == ("fallback/" + .SOCKHERD_WORKER_ID)) | .SOCKHERD_WORKER_ID' | sort -u | tr '\n' ' '
+}
+forwarded() { test "$(forwarded_ids)" = "0 1 "; }
+check "... its workers' lines reach the journal through the manager, with SOCKHERD_WORKER_ID/PID/STREAM" \
+  eventually forwarded
+check "... stops cleanly" cx systemctl stop app-fallback.service
+
+# ------------------------------------------------------------ 14. bad input under systemd
 # No journal socket (hidden from the unit), --log journal, and a garbage
 # WATCHDOG_USEC: warnings on stderr (which systemd sends to the journal),
 # and the service still starts and serves.
@@ -494,5 +570,5 @@ check "... stops cleanly" cx systemctl stop app-degraded.service
 
 check "no failed units in the container" test -z "$(cx systemctl list-units --failed --plain --no-legend)"
 
-# ------------------------------------------------------------ 14. teardown
+# ------------------------------------------------------------ 15. teardown
 finish_suite "$E2E_ROOTFS/etc/systemd/system/app.service"

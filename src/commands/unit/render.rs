@@ -9,7 +9,9 @@ use clap::ValueEnum;
 
 use super::quote::{escape_specifiers, exec_word, quote, shell_quote};
 use crate::bus::plan::{bus_name, NAME_PREFIX};
-use crate::cli::unit::{parse_absolute, UnitArgs, DEFAULT_USER};
+use crate::cli::unit::{
+    parse_absolute, UnitArgs, DEFAULT_LOG_BURST, DEFAULT_LOG_INTERVAL, DEFAULT_USER,
+};
 use crate::conn::node::ProtocolArg;
 
 /// Used when the path of the running binary cannot be found.
@@ -178,6 +180,14 @@ fn serve_options(args: &UnitArgs) -> Vec<String> {
     if let Some(config) = &args.config {
         words.extend(["--config".to_owned(), config.clone()]);
     }
+    if args.log_rate_limit_interval != DEFAULT_LOG_INTERVAL {
+        words.push("--log-rate-limit-interval".to_owned());
+        words.push(format_duration(args.log_rate_limit_interval));
+    }
+    if args.log_rate_limit_burst != DEFAULT_LOG_BURST {
+        words.push("--log-rate-limit-burst".to_owned());
+        words.push(args.log_rate_limit_burst.to_string());
+    }
     words
 }
 
@@ -327,6 +337,8 @@ MemoryDenyWriteExecute=no
         "# MemoryDenyWriteExecute= (breaks JIT runtimes: V8/Node, the JVM, LuaJIT;\n# `sockherd unit --deny-write-execute` sets it for AOT-compiled workers),\n"
     };
 
+    let log_rate_limit = log_rate_limit(args);
+
     Ok(format!(
         "\
 # {name}.service: the sockherd app {name}, started by {name}.socket.
@@ -384,6 +396,7 @@ OOMPolicy=continue
 # The manager holds accepted connections briefly; workers hold many.
 LimitNOFILE=65536
 
+{log_rate_limit}
 {identity}
 # Sandbox. It applies to the manager and its workers alike (one unit), so it
 # is as strict as a server that runs an arbitrary app allows. Tighten it for
@@ -423,6 +436,36 @@ UMask=0077
 Also=%N.socket
 "
     ))
+}
+
+/// journald's rate limit for the app, with why.
+fn log_rate_limit(args: &UnitArgs) -> String {
+    let interval = args.log_rate_limit_interval;
+    if interval.is_zero() {
+        return "\
+# The app's log: each worker writes to the journal directly (one worker:
+# journalctl -u %N -t %N/ID). journald's rate limit is off for this app: it
+# keeps every line, however many (see docs/systemd.md for the trade-off).
+LogRateLimitIntervalSec=0
+"
+        .to_owned();
+    }
+    let burst = args.log_rate_limit_burst;
+    let per_second = (f64::from(burst) / interval.as_secs_f64()).round();
+    format!(
+        "\
+# The app's log: each worker writes to the journal directly (one worker:
+# journalctl -u %N -t %N/ID). journald's default rate limit, 10000 lines per
+# 30s per service, would drop most of an access log. This one takes
+# {burst} lines per {interval} ({per_second} per second on average, more
+# when disk space is plentiful), then drops lines until the interval ends
+# and logs how many: a runaway app cannot flood the journal and push other
+# services' logs out. See docs/systemd.md for the trade-off.
+LogRateLimitIntervalSec={interval}
+LogRateLimitBurst={burst}
+",
+        interval = format_duration(interval)
+    )
 }
 
 /// `250ms`, `5s`: the shortest way `sockherd serve` reads back.
@@ -485,6 +528,46 @@ pub mod tests {
             example.service == include_str!("../../../units/example.service"),
             "{regenerate}"
         );
+    }
+
+    #[test]
+    fn journald_rate_limit_is_set_for_access_logs_or_as_asked() {
+        let default = service(&["web", "--listen", "80", "--", "/srv/web"]);
+        assert!(default.contains("\nLogRateLimitIntervalSec=10s\nLogRateLimitBurst=500000\n"));
+        let custom = service(&[
+            "web",
+            "--listen",
+            "80",
+            "--log-rate-limit-interval",
+            "30s",
+            "--log-rate-limit-burst",
+            "90000",
+            "--",
+            "/srv/web",
+        ]);
+        assert!(custom.contains("\nLogRateLimitIntervalSec=30s\nLogRateLimitBurst=90000\n"));
+        assert!(custom.contains("--log-rate-limit-interval 30s --log-rate-limit-burst 90000"));
+        let off = service(&[
+            "web",
+            "--listen",
+            "80",
+            "--log-rate-limit-interval",
+            "0",
+            "--",
+            "/srv/web",
+        ]);
+        assert!(off.contains("\nLogRateLimitIntervalSec=0\n"));
+        assert!(!off.contains("LogRateLimitBurst="));
+        assert!(units(&[
+            "web",
+            "--listen",
+            "80",
+            "--log-rate-limit-burst",
+            "0",
+            "--",
+            "/w"
+        ])
+        .is_err());
     }
 
     #[test]

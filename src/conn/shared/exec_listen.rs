@@ -9,6 +9,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::print::errln;
+
 /// The hidden subcommand that sets `LISTEN_PID` and execs the worker.
 pub(crate) const EXEC_LISTEN: &str = "__exec-listen";
 
@@ -17,7 +19,7 @@ pub(crate) const EXEC_LISTEN: &str = "__exec-listen";
 /// execs PROGRAM in its place. Returns only if that fails.
 pub(crate) fn exec_listen(command: Vec<OsString>) -> ExitCode {
     let Some((program, args)) = command.split_first() else {
-        eprintln!("sockherd {EXEC_LISTEN}: no command");
+        errln!("sockherd {EXEC_LISTEN}: no command");
         return ExitCode::from(2);
     };
     let pid = std::process::id().to_string();
@@ -27,7 +29,7 @@ pub(crate) fn exec_listen(command: Vec<OsString>) -> ExitCode {
         cmd.env("WATCHDOG_PID", &pid);
     }
     let error = cmd.exec();
-    eprintln!(
+    errln!(
         "sockherd {EXEC_LISTEN}: cannot run {}: {error}",
         Path::new(program).display()
     );
