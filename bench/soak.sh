@@ -148,6 +148,9 @@ errors=$((connect + read_errors + write + timeout))
 echo "requests: $requests in ${took}s; socket errors: $errors (connect $connect, read $read_errors, write $write, timeout $timeout); non-2xx: $status"
 echo "reloads: $hups SIGHUPs sent, $reloads started, $reloads_ok finished ok"
 echo "manager fds: $start_fds -> $end_fds; RSS: $start_rss KiB -> $end_rss KiB ($((end_rss - start_rss)) KiB)"
+if [ -n "${FLOOD:-}" ]; then
+    echo "flooding: worker 0 was read no faster than its budget $(count 'event="worker-flooding"') times (one log line per flood)"
+fi
 
 failed=0
 [ "$requests" -ge "$CONNECTIONS" ] || { echo "FAIL: fewer than $CONNECTIONS requests"; failed=1; }

@@ -147,9 +147,6 @@ async fn run(mode: Mode) -> io::Result<()> {
         while listener.accept().await?.is_some() {}
         return Ok(());
     }
-    if mode == Mode::Flood {
-        std::thread::spawn(move || flood(&channel));
-    }
     if let Mode::Escape(file) = &mode {
         escape(file)?;
     }
@@ -165,6 +162,11 @@ async fn run(mode: Mode) -> io::Result<()> {
         std::process::id()
     );
     listener.ready()?;
+    if mode == Mode::Flood {
+        // Once ready: a flood from the start would keep READY=1 itself out
+        // of a full channel.
+        std::thread::spawn(move || flood(&channel));
+    }
     let mut served = 0;
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     while let Some(conn) = listener.accept().await? {
