@@ -4,6 +4,8 @@
 #   in a container (systemd-container pinned to the installed systemd version,
 #   so installing it does not upgrade the host's systemd);
 # - dbus, curl, python3, openssl, nodejs: real peers the tests talk to;
+# - npm, and the npm packages the Node.js fixtures use
+#   (tests/fixtures/node/package-lock.json);
 # - wrk: the benchmarks' load generator.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -19,17 +21,26 @@ for pkg in mmdebstrap dbus curl python3 openssl wrk procps iproute2; do
     have "$pkg" || need+=("$pkg")
 done
 command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 systemd_version=$(dpkg-query -W -f='${Version}' systemd)
 have systemd-container || need+=("systemd-container=$systemd_version")
 
 if [ "${#need[@]}" -eq 0 ]; then
-    echo "setup: everything is installed"
-    exit 0
+    echo "setup: every package is installed"
+else
+    echo "setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    if ! apt-get install -y -qq --no-install-recommends "${need[@]}"; then
+        # The pinned version may have left the mirror; take the current one.
+        apt-get install -y -qq --no-install-recommends "${need[@]/systemd-container=*/systemd-container}"
+    fi
 fi
-echo "setup: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-if ! apt-get install -y -qq --no-install-recommends "${need[@]}"; then
-    # The pinned version may have left the mirror; take the current one.
-    apt-get install -y -qq --no-install-recommends "${need[@]/systemd-container=*/systemd-container}"
+
+fixtures="$(dirname "$0")/../tests/fixtures/node"
+if [ -d "$fixtures/node_modules/@godaddy/terminus" ]; then
+    echo "setup: the Node.js fixtures' npm packages are installed"
+else
+    echo "setup: installing the Node.js fixtures' npm packages"
+    npm ci --prefix "$fixtures" --no-audit --no-fund --loglevel=error
 fi

@@ -152,5 +152,5 @@ pub mod decoders {
         pub use crate::conn::node::wire::{internal_cmd, shown, Lines, MAX_MESSAGE};
     }
     pub use crate::bus::plan::bus_name;
-    pub use crate::sockets::listener::Local;
+    pub use crate::sockets::listener::{Kind, Local};
 }

@@ -111,15 +111,23 @@ fn passed_fd_is_not_a_listening_socket() {
     for (fd, why) in [
         (file.as_raw_fd(), "it is not a socket"),
         (connected.as_raw_fd(), "listen() was not called on it"),
-        (datagram.as_raw_fd(), "it is not a stream socket"),
     ] {
         let marked = Marked::new();
         let log = marked.refused(serve_activated(&[("http", fd)], &[], &[], &marked.worker()));
         one_line(
             &log,
-            &format!("passed fd 3 is not a listening stream socket: {why}"),
+            &format!("passed fd 3 is not a listening stream socket nor a UDP socket: {why}"),
         );
     }
+    // A UDP socket is served under --policy none only.
+    let marked = Marked::new();
+    let log = marked.refused(serve_activated(
+        &[("dns", datagram.as_raw_fd())],
+        &[],
+        &[],
+        &marked.worker(),
+    ));
+    one_line(&log, "is a UDP socket: datagrams are not dispatched");
 }
 
 #[test]

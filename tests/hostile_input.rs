@@ -386,6 +386,24 @@ fn config_line() -> impl Strategy<Value = (String, bool)> {
         ]
         .prop_map(|v| (v.to_owned(), false)),
     ];
+    let signal = prop_oneof![
+        prop_oneof![
+            Just("\"SIGTERM\""),
+            Just("\"INT\""),
+            Just("\"sigquit\""),
+            Just("\"hup\""),
+        ]
+        .prop_map(|v| (v.to_owned(), true)),
+        prop_oneof![
+            Just("\"SIGKILL\""),
+            Just("\"STOP\""),
+            Just("\"\""),
+            Just("15"),
+            Just("\"SIG\""),
+            Just("\"SIGTERM \""),
+        ]
+        .prop_map(|v| (v.to_owned(), false)),
+    ];
     let command = prop_oneof![
         prop::collection::vec(any::<String>(), 1..4).prop_map(|argv| {
             let items: Vec<String> = argv.iter().map(|a| toml_string(a)).collect();
@@ -409,6 +427,7 @@ fn config_line() -> impl Strategy<Value = (String, bool)> {
         key_value("restart-window", duration(0.0).boxed()),
         key_value("heartbeat-timeout", duration(1.0).boxed()),
         key_value("max-memory", size.boxed()),
+        key_value("kill-signal", signal.boxed()),
         Just(("wokers = 3".to_owned(), false)),
         Just(("# a comment".to_owned(), true)),
         Just((String::new(), true)),

@@ -1,7 +1,8 @@
 //! Dispatch policies, observed through real workers: least-conn steers new
 //! connections away from a worker holding slow requests, ip-hash keeps a client
 //! address on one worker and moves only a departed worker's clients, `none`
-//! runs an unmodified socket-activated server that accepts by itself, and the
+//! runs an unmodified socket-activated server that accepts by itself (and a UDP
+//! one that receives by itself), and the
 //! metrics socket (never dispatched) serves Prometheus text whose counters move.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -288,7 +289,7 @@ fn none_runs_an_unmodified_socket_activated_server() {
     .expect("scrape the metrics socket");
     assert!(scrape.body.contains("policy=\"none\""), "{scrape:?}");
 
-    // SIGTERM to the manager: SIGTERM to each worker, which exits 0 in time.
+    // SIGTERM to the manager: one SIGTERM to each worker, which exits 0 in time.
     manager.signal(Signal::SIGTERM);
     assert!(manager.wait_exit().success());
     let exited = manager.events("worker-exited");
@@ -297,6 +298,8 @@ fn none_runs_an_unmodified_socket_activated_server() {
         exited.iter().all(|e| e.line.contains("exit_code=0")),
         "{exited:?}"
     );
+    let log = manager.log_text();
+    assert_eq!(log.matches("stopping after 1 SIGTERM").count(), 3, "{log}");
     assert!(manager.events("worker-kill-timeout").is_empty());
     for notify in notify_sockets {
         let dir = notify.parent().expect("a directory");
@@ -305,7 +308,7 @@ fn none_runs_an_unmodified_socket_activated_server() {
 }
 
 #[test]
-fn none_refuses_node_workers() {
+fn none_refuses_node_ipc_workers() {
     let mut manager = serve(
         &[
             "--listen",
@@ -313,12 +316,12 @@ fn none_refuses_node_workers() {
             "--policy",
             "none",
             "--protocol",
-            "node",
+            "node-ipc",
         ],
         &["/bin/true".into()],
     );
     assert_eq!(manager.wait_exit().code(), Some(2));
-    assert!(manager.has_line("Node.js workers need a dispatching policy"));
+    assert!(manager.has_line("node-ipc workers take their connections from the manager"));
 }
 
 /// One scrape of `addr`, parsed by a real Prometheus text parser.
@@ -498,4 +501,46 @@ fn a_reload_changes_the_policy_but_not_into_or_out_of_none() {
         hit(&addr),
         sticky.into_iter().next().expect("a worker for the client")
     );
+}
+
+#[test]
+fn none_shares_a_udp_socket_with_a_socket_activated_udp_server() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+    let port = socket.local_addr().expect("its address").port();
+    let server: Vec<OsString> = vec![
+        "python3".into(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/udp_notify_server.py")
+            .into(),
+    ];
+    let mut manager = serve_activated(
+        &[("dns", socket.as_raw_fd())],
+        &[],
+        &["-w", "2", "--policy", "none"],
+        &server,
+    );
+    manager.wait_ready(2);
+    drop(socket);
+    assert!(
+        manager.has_line(&format!("listening on udp:127.0.0.1:{port} (dns)")),
+        "{}",
+        manager.log_text()
+    );
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("a client socket");
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .expect("a read timeout");
+    let answer = retry("an echo", || {
+        client.send_to(b"ping", ("127.0.0.1", port))?;
+        let mut answer = [0u8; 256];
+        let (len, _) = client.recv_from(&mut answer)?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer[..len]).into_owned())
+    });
+    let pid: u32 = answer
+        .strip_prefix("echo pid=")
+        .and_then(|rest| rest.split_once(' '))
+        .and_then(|(pid, _)| pid.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected answer {answer:?}"));
+    assert!(manager.worker_pids().contains(&pid));
+    assert!(manager.stop().success());
 }

@@ -6,6 +6,7 @@
 //! command = ["/srv/app/server", "--port-from-env"]   # the worker command
 //! workers = 4
 //! kill-timeout = "10s"
+//! kill-signal = "SIGINT"
 //! ready-timeout = "10s"
 //! max-restarts = 16
 //! restart-window = "5m"
@@ -30,7 +31,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{parse_duration, parse_heartbeat, parse_size, parse_workers};
+use nix::sys::signal::Signal;
+
+use super::values::{parse_duration, parse_heartbeat, parse_signal, parse_size, parse_workers};
 use crate::conn::policy::Policy;
 
 /// The file's contents; every key optional.
@@ -41,6 +44,7 @@ pub(crate) struct Config {
     pub workers: Option<u32>,
     pub max_workers: Option<u32>,
     pub kill_timeout: Option<String>,
+    pub kill_signal: Option<String>,
     pub ready_timeout: Option<String>,
     pub max_restarts: Option<u32>,
     pub restart_window: Option<String>,
@@ -57,6 +61,7 @@ pub struct Overrides {
     pub workers: Option<u32>,
     pub max_workers: Option<u32>,
     pub kill_timeout: Option<Duration>,
+    pub kill_signal: Option<Signal>,
     pub ready_timeout: Option<Duration>,
     pub max_restarts: Option<u32>,
     pub restart_window: Option<Duration>,
@@ -132,6 +137,11 @@ pub fn parse(text: &str) -> Result<Overrides, String> {
         workers: config.workers,
         max_workers: config.max_workers,
         kill_timeout: duration("kill-timeout", &config.kill_timeout)?,
+        kill_signal: config
+            .kill_signal
+            .as_deref()
+            .map(|v| parse_signal(v).map_err(|e| format!("kill-signal: {e}")))
+            .transpose()?,
         ready_timeout: duration("ready-timeout", &config.ready_timeout)?,
         max_restarts: config.max_restarts,
         restart_window: duration("restart-window", &config.restart_window)?,
@@ -165,6 +175,7 @@ mod tests {
             command = ["/bin/app", "--x"]
             workers = 4
             kill-timeout = "10s"
+            kill-signal = "INT"
             max-memory = "512M"
             heartbeat-timeout = "30s"
             policy = "ip-hash"
@@ -173,6 +184,7 @@ mod tests {
         .unwrap();
         assert_eq!(o.workers, Some(4));
         assert_eq!(o.kill_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(o.kill_signal, Some(Signal::SIGINT));
         assert_eq!(o.max_memory, Some(512 << 20));
         assert_eq!(o.command.unwrap().len(), 2);
         assert_eq!(o.policy, Some(Policy::IpHash));
@@ -213,6 +225,8 @@ mod tests {
             "wokers = 3",
             "kill-timeout = 5",
             "kill-timeout = \"soon\"",
+            "kill-signal = \"SIGKILL\"",
+            "kill-signal = 15",
             "max-memory = \"lots\"",
             "command = []",
             "workers = -1",

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::values::{parse_duration, parse_heartbeat, parse_size, parse_workers};
+use nix::sys::signal::Signal;
+
+use super::values::{parse_duration, parse_heartbeat, parse_signal, parse_size, parse_workers};
 use crate::bus::plan::BusArgs;
 use crate::conn::node::ProtocolArg;
 use crate::conn::policy::Policy;
@@ -20,8 +22,9 @@ pub(crate) struct Serve {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// Listen here when systemd passed no sockets: IP:PORT, [IPv6]:PORT or a
-    /// Unix socket path, optionally prefixed with NAME=. Repeatable.
+    /// Listen here when systemd passed no sockets: IP:PORT, [IPv6]:PORT, a
+    /// Unix socket path, or udp:IP:PORT (a UDP socket, served under --policy
+    /// none), optionally prefixed with NAME=. Repeatable.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<ListenAddr>,
 
@@ -60,6 +63,13 @@ pub(crate) struct Serve {
     /// How long a worker may take to finish after being asked to stop, before SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub kill_timeout: Duration,
+
+    /// The signal that asks a Node.js or `--policy none` worker to stop:
+    /// SIGTERM, SIGINT (what PM2 sends), SIGQUIT, SIGHUP, SIGUSR2 or SIGWINCH.
+    /// The app's handler runs with its servers still open and has the whole
+    /// --kill-timeout.
+    #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
+    pub kill_signal: Signal,
 
     /// Crashes of one worker slot within --restart-window after which it gives up.
     #[arg(long, value_name = "N", default_value_t = 16)]

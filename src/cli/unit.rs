@@ -8,9 +8,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
+use nix::sys::signal::Signal;
 
 use super::serve::NodeArgs;
-use super::values::{parse_duration, parse_size, parse_workers};
+use super::values::{parse_duration, parse_signal, parse_size, parse_workers};
 
 /// The user (and group) the package creates for apps, and allows on the bus.
 pub(crate) const DEFAULT_USER: &str = "sockherd";
@@ -42,6 +43,11 @@ pub(crate) struct UnitArgs {
     /// systemd's TimeoutStopSec= is set 10 s above it.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub kill_timeout: Duration,
+
+    /// The signal that asks a worker to stop (SIGINT for an app written for
+    /// PM2); see `sockherd serve --kill-signal`.
+    #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
+    pub kill_signal: Signal,
 
     /// The user the manager and its workers run as. The package's user
     /// `sockherd` may own the D-Bus names; a user of the app's own needs a

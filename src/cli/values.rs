@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 /// The most workers one manager runs: each costs descriptors (a channel, two
 /// output pipes) and a slot of memory; a machine that needs more runs more
 /// managers.
@@ -95,6 +97,40 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {text:?}"))
 }
 
+/// The signals a worker may be asked to stop with: those that servers take
+/// as "finish and exit". The rest would do nothing (SIGCHLD, SIGCONT), could
+/// not be handled (SIGKILL, SIGSTOP), or mean something else to the app
+/// (SIGUSR1 starts Node's debugger).
+const STOP_SIGNALS: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Parses a `--kill-signal`: `SIGINT`, `INT` or `int`, one of
+/// [`STOP_SIGNALS`].
+pub fn parse_signal(text: &str) -> Result<Signal, String> {
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    STOP_SIGNALS
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = STOP_SIGNALS.iter().map(|s| s.as_str()).collect();
+            format!(
+                "invalid stop signal {text:?}: expected one of {}",
+                names.join(", ")
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +179,17 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("0").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn stop_signals_by_name() {
+        assert_eq!(parse_signal("SIGINT"), Ok(Signal::SIGINT));
+        assert_eq!(parse_signal("int"), Ok(Signal::SIGINT));
+        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("sigquit"), Ok(Signal::SIGQUIT));
+        for refused in ["SIGKILL", "STOP", "USR1", "15", "", "SIG", "TERM "] {
+            let why = parse_signal(refused).expect_err(refused);
+            assert!(why.contains("SIGTERM, SIGINT"), "{why}");
+        }
     }
 }

@@ -35,8 +35,9 @@ use crate::cli::config;
 use crate::cli::serve::Serve;
 use crate::conn::accept;
 use crate::conn::dispatch::Dispatcher;
-use crate::conn::node;
+use crate::conn::node::{self, Shim};
 use crate::conn::policy::Policy;
+use crate::conn::rundir::RunDir;
 use crate::conn::shared::Shared;
 use crate::conn::transport::Protocol;
 use crate::metrics;
@@ -51,7 +52,7 @@ use crate::pool::{Outcome, Pool, Reconfigure, Settings, REAP_GRACE};
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
 use crate::sockets::activation;
-use crate::sockets::listener::Listener;
+use crate::sockets::listener::{Kind, Listener};
 use crate::systemd::notify::Notifier;
 use crate::systemd::{status, watchdog};
 
@@ -85,7 +86,9 @@ pub(crate) struct Prepared {
 /// Validates the command line (and config file) and takes the sockets.
 /// Errors are one line each.
 pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
-    let (spec, settings) = configure(args, None, find(args)?)?;
+    let rundir = Rc::new(RunDir::create().map_err(|e| e.to_string())?);
+    let shim = Rc::new(Shim::write(Rc::clone(&rundir)).map_err(|e| e.to_string())?);
+    let (spec, settings) = configure(args, None, find(args)?, &shim)?;
     let passed = activation::take().map_err(|e| format!("socket activation: {e}"))?;
     let listeners =
         match (passed, args.listen.is_empty()) {
@@ -123,6 +126,22 @@ pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
     if listeners.is_empty() {
         return Err("the only socket is the metrics socket: nothing to dispatch".into());
     }
+    if let Some(metrics) = metrics.as_ref().filter(|m| m.kind == Kind::Datagram) {
+        return Err(format!(
+            "the metrics socket {} is a UDP socket; metrics are served over TCP or a Unix stream socket",
+            metrics.shown()
+        ));
+    }
+    if let Some(udp) = listeners.iter().find(|l| l.kind == Kind::Datagram) {
+        if settings.policy.dispatches() {
+            return Err(format!(
+                "the socket {} ({}) is a UDP socket: datagrams are not dispatched; \
+                 serve it with --policy none, where the workers receive on it themselves",
+                udp.shown(),
+                udp.name
+            ));
+        }
+    }
     let min_ready = args.min_ready.unwrap_or(settings.workers);
     if min_ready == 0 || min_ready > settings.workers {
         return Err(format!(
@@ -139,7 +158,7 @@ pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
     let (listeners, shared) = if settings.policy.dispatches() {
         (listeners, None)
     } else {
-        let shared = Shared::new(listeners).map_err(|e| format!("--policy none: {e}"))?;
+        let shared = Shared::new(listeners, rundir).map_err(|e| format!("--policy none: {e}"))?;
         (Vec::new(), Some(Rc::new(shared)))
     };
     let mut spec = spec;
@@ -149,11 +168,13 @@ pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
         let args = args.clone();
         let app = spec.app.clone();
         let shared = shared.clone();
+        let shim = Rc::clone(&shim);
         Box::new(move || {
             let (args, app, shared) = (args.clone(), app.clone(), shared.clone());
+            let shim = Rc::clone(&shim);
             Box::pin(async move {
                 let found = reread(args.clone()).await?;
-                let (mut spec, settings) = configure(&args, Some(&app), found)?;
+                let (mut spec, settings) = configure(&args, Some(&app), found, &shim)?;
                 share(&mut spec, &settings, shared.as_ref())?;
                 Ok((spec, settings))
             }) as Pin<Box<dyn Future<Output = Configured>>>
@@ -173,19 +194,26 @@ pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
     })
 }
 
-/// Makes the workers of a `--policy none` app share the sockets, and refuses
-/// what cannot be: Node.js workers (their `listen()` is answered over the
-/// cluster channel), and a reload that moves the manager into or out of the
-/// connection path (`shared` is what the manager started with).
+/// Makes the workers of a `--policy none` app share the sockets: a Node.js
+/// cluster worker's `listen()` is answered with the socket itself (Node's
+/// `SCHED_NONE`), any other worker inherits them as systemd passes them. It
+/// refuses what cannot be: a plain IPC Node.js worker (it takes connections
+/// only from the manager), and a reload that moves the manager into or out
+/// of the connection path (`shared` is what the manager started with).
 fn share(spec: &mut Spec, settings: &Settings, shared: Option<&Rc<Shared>>) -> Result<(), String> {
     match (settings.policy.dispatches(), shared) {
         (true, None) => Ok(()),
-        (false, Some(shared)) => match spec.protocol {
-            Protocol::Node(_) => Err(
-                "--policy none runs socket-activated servers that accept by themselves; \
-                 Node.js workers need a dispatching policy (rr, least-conn or ip-hash)"
+        (false, Some(shared)) => match &spec.protocol {
+            Protocol::Node(app) if app.mode == node::Mode::Ipc => Err(
+                "--policy none: node-ipc workers take their connections from the manager; \
+                 run the app as a cluster worker (--protocol node) or with a dispatching \
+                 policy (rr, least-conn or ip-hash)"
                     .into(),
             ),
+            Protocol::Node(app) => {
+                spec.protocol = Protocol::Node(Rc::new(app.sharing(Rc::clone(shared))));
+                Ok(())
+            }
             _ => {
                 spec.protocol = Protocol::Shared(Rc::clone(shared));
                 Ok(())
@@ -248,7 +276,12 @@ async fn reread(args: Serve) -> Result<Found, String> {
 
 /// Flags, then the config file over them: what to run and how. `app` is the
 /// name fixed at start (a reload cannot rename the app).
-fn configure(args: &Serve, app: Option<&str>, found: Found) -> Result<(Spec, Settings), String> {
+fn configure(
+    args: &Serve,
+    app: Option<&str>,
+    found: Found,
+    shim: &Rc<Shim>,
+) -> Result<(Spec, Settings), String> {
     let Found {
         file,
         command,
@@ -263,7 +296,7 @@ fn configure(args: &Serve, app: Option<&str>, found: Found) -> Result<(Spec, Set
             mode,
             args.node.wait_ready,
             args.node.shutdown_message,
-            kill_timeout,
+            Rc::clone(shim),
         ))),
         None if args.node.wait_ready || args.node.shutdown_message => return Err(
             "--wait-ready and --shutdown-message apply to Node.js workers only (see --protocol)"
@@ -307,6 +340,7 @@ fn configure(args: &Serve, app: Option<&str>, found: Found) -> Result<(Spec, Set
             max_workers,
             ready_timeout: file.ready_timeout.unwrap_or(args.ready_timeout),
             kill_timeout,
+            kill_signal: file.kill_signal.unwrap_or(args.kill_signal),
             limit: Limit {
                 max_restarts: file.max_restarts.unwrap_or(args.max_restarts),
                 window: file.restart_window.unwrap_or(args.restart_window),
@@ -351,16 +385,20 @@ async fn serve(prepared: Prepared) -> ExitCode {
             socket = %listener.local,
             name = %listener.name,
             "listening on {} ({})",
-            listener.local,
+            listener.shown(),
             listener.name
         );
     }
     for listener in shared.iter().flat_map(|s| s.listeners()) {
+        let how = match listener.kind {
+            Kind::Stream => "they accept by themselves",
+            Kind::Datagram => "they receive by themselves",
+        };
         tracing::info!(
             socket = %listener.local,
             name = %listener.name,
-            "listening on {} ({}), shared with the workers: they accept by themselves",
-            listener.local,
+            "listening on {} ({}), shared with the workers: {how}",
+            listener.shown(),
             listener.name
         );
     }

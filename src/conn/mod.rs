@@ -21,6 +21,7 @@ pub(crate) mod notice;
 pub(crate) mod peer;
 pub(crate) mod policy;
 pub(crate) mod protocol;
+pub(crate) mod rundir;
 pub(crate) mod shared;
 pub(crate) mod socket;
 pub(crate) mod stats;

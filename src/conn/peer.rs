@@ -16,7 +16,7 @@ pub(crate) struct Peer {
     /// Its pid, for logs.
     pub pid: u32,
     /// Signals to its process group, through the task that reaps it (never a
-    /// recycled pid): the Node transport follows a stop request with SIGTERM.
+    /// recycled pid): a shared-accept worker is asked to stop with a signal.
     pub signals: mpsc::UnboundedSender<Signal>,
 }
 

@@ -27,6 +27,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
+use nix::sys::signal::Signal;
 use nix::sys::socket::SockType;
 use tokio::sync::Notify;
 
@@ -82,8 +83,8 @@ impl Protocol {
             Protocol::Native => {
                 let (manager, worker) = channel::pair(SockType::SeqPacket)?;
                 let env = vec![
-                    (SOCKHERD_CHANNEL_FD, CHANNEL_FD.to_string()),
-                    (SOCKHERD_PROTOCOL, PROTOCOL_VERSION.to_string()),
+                    (SOCKHERD_CHANNEL_FD, CHANNEL_FD.to_string().into()),
+                    (SOCKHERD_PROTOCOL, PROTOCOL_VERSION.to_string().into()),
                 ];
                 (manager, worker, env)
             }
@@ -107,7 +108,7 @@ impl Protocol {
             end: End::Channel(manager),
             inherit: vec![worker.as_raw_fd()],
             handed: vec![worker],
-            env: env.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            env,
             own_pid: false,
         })
     }
@@ -182,15 +183,52 @@ impl Transport {
     }
 
     /// Asks the worker to finish what it has and exit; the pool kills it at
-    /// the kill timeout if it does not.
-    pub(crate) fn ask_to_stop(&self) {
+    /// the kill timeout if it does not. A native worker is asked on its
+    /// channel (`SHUTDOWN=1`); a Node.js or shared-accept worker gets
+    /// `signal` (`--kill-signal`), as the app expects from its process manager.
+    pub(crate) fn ask_to_stop(&self, signal: Signal) {
         match self {
             // A full channel means the worker is not reading: it gets the kill timeout.
             Transport::Native(channel) => {
                 let _ = channel.try_send(b"SHUTDOWN=1");
             }
-            Transport::Node(link) => node::Link::ask_to_stop(link),
-            Transport::Notify(watch) => watch.ask_to_stop(),
+            Transport::Node(link) => node::Link::ask_to_stop(link, signal),
+            Transport::Notify(watch) => watch.ask_to_stop(signal),
+        }
+    }
+
+    /// What "ready" means for this worker, and what a slow starter needs:
+    /// said when it misses `--ready-timeout`.
+    pub(crate) fn ready_hint(&self) -> &'static str {
+        match self {
+            Transport::Native(_) => {
+                "a worker is ready when it says READY=1 on its channel; one that starts \
+                 slower needs a longer --ready-timeout"
+            }
+            Transport::Node(link) => link.ready_hint(),
+            Transport::Notify(_) => {
+                "a shared-accept worker is ready when it sends READY=1 to its \
+                 NOTIFY_SOCKET; one that starts slower needs a longer --ready-timeout"
+            }
+        }
+    }
+
+    /// Whether a stop may reach the worker as a signal (`--kill-signal`):
+    /// not a native worker, which is asked on its channel.
+    pub(crate) fn stops_by_signal(&self) -> bool {
+        !matches!(self, Transport::Native(_))
+    }
+
+    /// How many connections a stopping worker still holds, when that can be
+    /// known: a native worker reports every close (`CLOSED=`), so `counted`
+    /// (handed over, not reported closed) is right; a Node.js worker's shim
+    /// counts its servers' connections while it stops; a shared-accept
+    /// worker's connections are its own.
+    pub(crate) fn holding(&self, counted: u64) -> Option<u64> {
+        match self {
+            Transport::Native(_) => Some(counted),
+            Transport::Node(link) => link.open_reported(),
+            Transport::Notify(_) => None,
         }
     }
 

@@ -17,7 +17,7 @@ use super::launch::WorkerEvent;
 use super::report::{Event, RequestError};
 use super::state::{Pool, Purpose, Replacement};
 use super::usage::Usage;
-use super::worker::{SlotState, State};
+use super::worker::{SlotState, State, Worker};
 use crate::conn::notice::{Garbage, Notice};
 
 impl Pool {
@@ -175,14 +175,10 @@ impl Pool {
         // for; one that exited by itself first tells its own story.
         let ours =
             signal.is_some_and(|s| s == Signal::SIGKILL as i32 || s == Signal::SIGABRT as i32);
-        let reason = match (&worker.condemned, expected) {
-            (Some(why), _) if ours => why.clone(),
-            (Some(_), _) => describe(status),
-            (None, true) if signal == Some(Signal::SIGKILL as i32) => {
-                "killed at the kill timeout".to_owned()
-            }
-            (None, true) => "drained".to_owned(),
-            (None, false) => describe(status),
+        let (reason, routine) = match (&worker.condemned, expected) {
+            (Some(why), _) if ours => (why.clone(), false),
+            (Some(_), _) | (None, false) => (describe(status), false),
+            (None, true) => self.drain_outcome(&worker, status),
         };
         // A crash is a warning (journalctl -p warning shows it); a drain is routine.
         macro_rules! exited {
@@ -199,7 +195,7 @@ impl Pool {
                 )
             };
         }
-        if expected {
+        if routine {
             exited!(info);
         } else {
             exited!(warn);
@@ -232,6 +228,44 @@ impl Pool {
         self.settle_scale_waits();
         // What it started and moved out of its group is the manager's now.
         self.tidy();
+    }
+
+    /// How a worker asked to stop ended, and whether that is routine: it
+    /// exited 0 ("drained"), or died of the stop signal it was sent (what an
+    /// app without a handler does, and what terminus does after its
+    /// cleanup; systemd counts it clean too). Killed at the kill timeout or
+    /// exiting otherwise is not routine, and says how many connections it
+    /// still held, when that is known.
+    fn drain_outcome(&self, worker: &Worker, status: ExitStatus) -> (String, bool) {
+        let (code, signal) = exit_parts(status);
+        if code == Some(0) {
+            return ("drained".to_owned(), true);
+        }
+        if signal == Some(self.settings.kill_signal as i32)
+            && worker.route.transport.stops_by_signal()
+        {
+            return (
+                format!(
+                    "stopped by {}, as asked",
+                    self.settings.kill_signal.as_str()
+                ),
+                true,
+            );
+        }
+        let held = match worker.route.transport.holding(worker.route.open()) {
+            Some(0) | None => String::new(),
+            Some(1) => ", still holding 1 connection".to_owned(),
+            Some(n) => format!(", still holding {n} connections"),
+        };
+        if signal == Some(Signal::SIGKILL as i32) {
+            let timeout = self.settings.kill_timeout;
+            (
+                format!("killed at the kill timeout ({timeout:?}){held}"),
+                false,
+            )
+        } else {
+            (format!("{} while draining{held}", describe(status)), false)
+        }
     }
 
     /// Slot `id` lost its worker unexpectedly: schedule a restart or give up.

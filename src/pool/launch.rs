@@ -21,6 +21,7 @@ use std::io;
 use std::process::ExitStatus;
 
 use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::getpgid;
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 use tokio::task::spawn_local;
@@ -154,10 +155,10 @@ impl Launch for Processes {
     }
 }
 
-/// Owns the child: reaps it, and delivers signals to it and to its process
-/// group only while it has not been reaped (so a recycled pid is never
-/// signalled). The worker itself is signalled by pid too, so one that left its
-/// group is reached all the same.
+/// Owns the child: reaps it, and delivers signals to its process group only
+/// while it has not been reaped (so a recycled pid is never signalled). A
+/// worker that left its group is signalled by pid too; one still in it gets
+/// each signal once (a second SIGINT or SIGTERM means "now" to many apps).
 async fn watch_process(
     serial: u64,
     mut child: tokio::process::Child,
@@ -184,8 +185,11 @@ async fn watch_process(
             }
             Some(signal) = signals.recv() => {
                 if let (Ok(None), Some(pid)) = (child.try_wait(), pid) {
-                    let _ = kill(pid, signal);
                     let _ = killpg(pid, signal);
+                    let in_its_group = getpgid(Some(pid)).is_ok_and(|group| group == pid);
+                    if !in_its_group {
+                        let _ = kill(pid, signal);
+                    }
                 }
             }
         }

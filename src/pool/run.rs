@@ -163,10 +163,12 @@ impl Pool {
                         event = "worker-ready-timeout",
                         worker_id = worker.id,
                         worker_pid = worker.pid,
-                        "worker {} (pid {}) did not report ready within {:?}; killing it",
+                        "worker {} (pid {}) did not report ready within {:?} (--ready-timeout); \
+                         killing it: {}",
                         worker.id,
                         worker.pid,
-                        self.settings.ready_timeout
+                        self.settings.ready_timeout,
+                        worker.route.transport.ready_hint()
                     );
                     worker.condemn(format!(
                         "not ready within {:?}",

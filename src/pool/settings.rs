@@ -6,6 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use super::backoff::Limit;
 use super::spawn::Spec;
 use crate::conn::policy::Policy;
@@ -21,6 +23,8 @@ pub(crate) struct Settings {
     pub ready_timeout: Duration,
     /// How long a draining worker may take before SIGKILL.
     pub kill_timeout: Duration,
+    /// What a Node.js or shared-accept worker is asked to stop with.
+    pub kill_signal: Signal,
     /// The crash-loop limit.
     pub limit: Limit,
     /// Workers replaced at once in a rolling reload.

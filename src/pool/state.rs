@@ -226,7 +226,10 @@ impl Pool {
             worker.id,
             worker.pid
         );
-        worker.route.transport.ask_to_stop();
+        worker
+            .route
+            .transport
+            .ask_to_stop(self.settings.kill_signal);
         worker.state = State::Draining { kill_at };
     }
 

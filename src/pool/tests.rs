@@ -115,6 +115,7 @@ fn settings(workers: u32) -> Settings {
         max_workers: 8,
         ready_timeout: Duration::from_secs(10),
         kill_timeout: Duration::from_secs(5),
+        kill_signal: Signal::SIGTERM,
         limit: Limit {
             max_restarts: 3,
             window: Duration::from_secs(60),
@@ -518,6 +519,79 @@ fn a_draining_worker_is_killed_at_the_kill_timeout() {
         assert!(rig.signals(leaving).is_empty());
         rig.wait(Duration::from_millis(1)).await;
         assert_eq!(rig.signals(leaving), [Signal::SIGKILL]);
+    });
+}
+
+// draining ──exit──► gone: routine only when it drained
+
+/// The reason and status of the last `WorkerExited` among `events`.
+fn last_exit(events: Vec<Event>) -> (String, i32) {
+    events
+        .into_iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::WorkerExited { reason, status, .. } => Some((reason, status)),
+            _ => None,
+        })
+        .expect("a worker exited")
+}
+
+#[test]
+fn a_drain_is_reported_as_it_ended() {
+    test(async {
+        let mut rig = Rig::start(settings(5)).await;
+        rig.all_ready().await;
+        // Every worker gets two connections; worker 4 reports one closed.
+        let (socket, _returns) = rig
+            .dispatcher
+            .add_socket("http", crate::sockets::listener::Local::UnixUnnamed);
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            let (conn, client) = channel::pair(SockType::Stream).expect("a connection");
+            assert!(rig.dispatcher.dispatch(conn, &socket).is_ok());
+            clients.push(client);
+        }
+        rig.settle().await;
+        rig.tell(
+            rig.latest(4),
+            Notice {
+                closed: 1,
+                ..Notice::default()
+            },
+        )
+        .await;
+        let _answer = rig.ask(|reply| Request::Scale(1, reply));
+        rig.settle().await;
+        rig.events();
+
+        rig.exit(rig.latest(1), code(0)).await;
+        assert_eq!(last_exit(rig.events()), ("drained".into(), 0));
+        rig.exit(rig.latest(2), code(1)).await;
+        assert_eq!(
+            last_exit(rig.events()),
+            (
+                "exit code 1 while draining, still holding 2 connections".into(),
+                1
+            )
+        );
+        rig.exit(rig.latest(3), killed(Signal::SIGTERM)).await;
+        assert_eq!(
+            last_exit(rig.events()).0,
+            "killed by SIGTERM while draining, still holding 2 connections",
+            "a native worker is asked on its channel, not by signal"
+        );
+        rig.wait(Duration::from_secs(5)).await;
+        assert_eq!(rig.signals(rig.latest(4)), [Signal::SIGKILL]);
+        rig.exit(rig.latest(4), killed(Signal::SIGKILL)).await;
+        assert_eq!(
+            last_exit(rig.events()).0,
+            "killed at the kill timeout (5s), still holding 1 connection"
+        );
+        assert_eq!(
+            rig.snapshot().restarts,
+            0,
+            "a drain is no crash, however it ends"
+        );
     });
 }
 

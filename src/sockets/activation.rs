@@ -15,16 +15,17 @@
 //!
 //! Every descriptor taken here is marked close-on-exec, so no worker inherits a
 //! listening socket by accident, and is checked to really be a listening stream
-//! socket. We never `shutdown()` one: systemd keeps its own copy, and the
+//! socket or a bound UDP socket (`ListenDatagram=`, served under `--policy
+//! none` only). We never `shutdown()` one: systemd keeps its own copy, and the
 //! connections queued in it must survive a restart of the manager.
 
 use std::fmt;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::socket::{getsockopt, sockopt};
+use nix::sys::socket::{getsockopt, sockopt, SockType};
 
-use super::listener::{valid_name, Listener};
+use super::listener::{valid_name, Kind, Listener};
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 pub(crate) const FIRST_FD: RawFd = 3;
@@ -51,7 +52,7 @@ pub enum Error {
     },
     /// `LISTEN_FDNAMES` has a different number of names than `LISTEN_FDS`.
     NameCount { fds: usize, names: usize },
-    /// A passed descriptor is not a listening stream socket.
+    /// A passed descriptor is not a listening stream socket nor a UDP socket.
     NotListening { fd: RawFd, why: String },
 }
 
@@ -70,7 +71,10 @@ impl fmt::Display for Error {
                 "LISTEN_FDS={fds} but LISTEN_FDNAMES has {names} names"
             ),
             Error::NotListening { fd, why } => {
-                write!(f, "passed fd {fd} is not a listening stream socket: {why}")
+                write!(
+                    f,
+                    "passed fd {fd} is not a listening stream socket nor a UDP socket: {why}"
+                )
             }
         }
     }
@@ -168,7 +172,7 @@ pub(crate) fn take() -> Result<Option<Vec<Listener>>, Error> {
     let mut listeners = Vec::with_capacity(passed.names.len());
     for (offset, name) in passed.names.into_iter().enumerate() {
         let fd = FIRST_FD + offset as RawFd;
-        check_listening(fd)?;
+        let kind = check_listening(fd)?;
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| Error::NotListening {
             fd,
             why: e.desc().to_owned(),
@@ -176,14 +180,16 @@ pub(crate) fn take() -> Result<Option<Vec<Listener>>, Error> {
         // SAFETY: `check_listening` proved fd is an open socket, and systemd
         // passed it to this process alone: nothing else here owns it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let listener =
-            Listener::from_passed(owned, name).map_err(|why| Error::NotListening { fd, why })?;
+        let listener = Listener::from_passed(owned, name, kind)
+            .map_err(|why| Error::NotListening { fd, why })?;
         listeners.push(listener);
     }
     Ok(Some(listeners))
 }
 
-fn check_listening(fd: RawFd) -> Result<(), Error> {
+/// Checks that `fd` is a listening stream socket or a datagram socket, and
+/// says which.
+fn check_listening(fd: RawFd) -> Result<Kind, Error> {
     let not = |why: &str| Error::NotListening {
         fd,
         why: why.to_owned(),
@@ -194,13 +200,13 @@ fn check_listening(fd: RawFd) -> Result<(), Error> {
     // SAFETY: fd was just checked to be open, and is only borrowed for the calls below.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let kind = getsockopt(&borrowed, sockopt::SockType).map_err(|_| not("it is not a socket"))?;
-    if kind != nix::sys::socket::SockType::Stream {
-        return Err(not(
-            "it is not a stream socket (datagram sockets are not dispatched)",
-        ));
+    match kind {
+        SockType::Stream => {}
+        SockType::Datagram => return Ok(Kind::Datagram),
+        _ => return Err(not("it is neither a stream nor a datagram socket")),
     }
     match getsockopt(&borrowed, sockopt::AcceptConn) {
-        Ok(true) => Ok(()),
+        Ok(true) => Ok(Kind::Stream),
         _ => Err(not(
             "listen() was not called on it (Accept=no sockets only)",
         )),

@@ -1,9 +1,14 @@
 //! Listening sockets, whoever opened them.
 //!
-//! A [`Listener`] is one listening stream socket and the name workers know it by.
+//! A [`Listener`] is one listening socket and the name workers know it by.
 //! It either came from systemd ([`super::activation`]) or was bound here from a
 //! `--listen` address, the embedded default for running without systemd.
 //! Everything after this point treats both the same way.
+//!
+//! Most are stream sockets (TCP or Unix), which the manager accepts on and
+//! dispatches. A UDP socket (systemd's `ListenDatagram=`, or `--listen
+//! udp:IP:PORT`) has no connections to dispatch: it is served only under
+//! `--policy none`, where the workers receive on it themselves.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,8 +36,19 @@ pub(crate) struct Listener {
     pub name: String,
     /// Where it listens, for logs and for matching a Node app's `listen(port)`.
     pub local: Local,
+    /// A stream socket, or a UDP socket.
+    pub kind: Kind,
     /// A Unix socket file we created and must remove when we are done with it.
     created_path: Option<PathBuf>,
+}
+
+/// What a listening socket carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Connections: TCP or a Unix stream socket, listening.
+    Stream,
+    /// UDP datagrams: a bound socket, served under `--policy none` only.
+    Datagram,
 }
 
 /// The local address of a listening socket.
@@ -54,11 +70,13 @@ impl fmt::Display for Local {
     }
 }
 
-/// A parsed `--listen` argument: `[NAME=]IP:PORT`, `[NAME=][IPv6]:PORT` or `[NAME=]PATH`.
+/// A parsed `--listen` argument: `[NAME=]IP:PORT`, `[NAME=][IPv6]:PORT`,
+/// `[NAME=]PATH` or `[NAME=]udp:IP:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ListenAddr {
     name: String,
     target: Local,
+    kind: Kind,
 }
 
 impl ListenAddr {
@@ -92,27 +110,51 @@ impl std::str::FromStr for ListenAddr {
             }
             _ => ("unknown".to_owned(), arg),
         };
-        let target = if addr.starts_with('/') || addr.starts_with('.') {
-            Local::Unix(PathBuf::from(addr))
-        } else {
-            Local::Inet(addr.parse().map_err(|_| {
-                format!("invalid listen address {arg:?}: expected IP:PORT, [IPv6]:PORT or a socket path starting with / or .")
-            })?)
+        let invalid = || {
+            format!(
+                "invalid listen address {arg:?}: expected IP:PORT, [IPv6]:PORT, \
+                 udp:IP:PORT or a socket path starting with / or ."
+            )
         };
-        Ok(ListenAddr { name, target })
+        let (target, kind) = if let Some(udp) = addr.strip_prefix("udp:") {
+            let ip: SocketAddr = udp.parse().map_err(|_| invalid())?;
+            (Local::Inet(ip), Kind::Datagram)
+        } else if addr.starts_with('/') || addr.starts_with('.') {
+            (Local::Unix(PathBuf::from(addr)), Kind::Stream)
+        } else {
+            (
+                Local::Inet(addr.parse().map_err(|_| invalid())?),
+                Kind::Stream,
+            )
+        };
+        Ok(ListenAddr { name, target, kind })
     }
 }
 
 impl Listener {
-    /// Adopts a socket systemd passed us.
-    pub(crate) fn from_passed(fd: OwnedFd, name: String) -> Result<Listener, String> {
+    /// Adopts a socket systemd passed us, of the `kind` it was found to be.
+    pub(crate) fn from_passed(fd: OwnedFd, name: String, kind: Kind) -> Result<Listener, String> {
         let local = local_of(&fd).map_err(|e| e.to_string())?;
+        if kind == Kind::Datagram && !matches!(local, Local::Inet(_)) {
+            return Err(
+                "it is a Unix datagram socket; only UDP datagram sockets are served".into(),
+            );
+        }
         Ok(Listener {
             fd,
             name,
             local,
+            kind,
             created_path: None,
         })
+    }
+
+    /// How logs show it: its address, `udp:` before a UDP one.
+    pub(crate) fn shown(&self) -> String {
+        match self.kind {
+            Kind::Stream => self.local.to_string(),
+            Kind::Datagram => format!("udp:{}", self.local),
+        }
     }
 
     /// Binds and listens on a `--listen` address.
@@ -126,7 +168,11 @@ impl Listener {
                 } else {
                     AddressFamily::Inet6
                 };
-                let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+                let kind = match addr.kind {
+                    Kind::Stream => SockType::Stream,
+                    Kind::Datagram => SockType::Datagram,
+                };
+                let fd = socket(family, kind, SockFlag::SOCK_CLOEXEC, None)
                     .map_err(|e| fail("create a socket for", e))?;
                 setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| fail("configure", e))?;
                 bind(fd.as_raw_fd(), &SockaddrStorage::from(*sa)).map_err(|e| fail("bind", e))?;
@@ -147,13 +193,16 @@ impl Listener {
             }
             Local::UnixUnnamed => unreachable!("ListenAddr never parses to an unnamed socket"),
         };
-        let backlog = Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN);
-        listen(&fd, backlog).map_err(|e| fail("listen on", e))?;
+        if addr.kind == Kind::Stream {
+            let backlog = Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN);
+            listen(&fd, backlog).map_err(|e| fail("listen on", e))?;
+        }
         let local = local_of(&fd).map_err(|e| fail("read the address of", e))?;
         Ok(Listener {
             fd,
             name: addr.name.clone(),
             local,
+            kind: addr.kind,
             created_path,
         })
     }
@@ -232,7 +281,19 @@ mod tests {
         assert_eq!(a.target, Local::Inet("[::1]:9000".parse().unwrap()));
         let a: ListenAddr = "/run/app.sock".parse().unwrap();
         assert_eq!(a.target, Local::Unix("/run/app.sock".into()));
-        for bad in ["8080", "localhost:80", "127.0.0.1", "[::1]", "x=y"] {
+        let a: ListenAddr = "dns=udp:127.0.0.1:5353".parse().unwrap();
+        assert_eq!((a.name.as_str(), a.kind), ("dns", Kind::Datagram));
+        assert_eq!(a.target, Local::Inet("127.0.0.1:5353".parse().unwrap()));
+        let bad_ones = [
+            "8080",
+            "localhost:80",
+            "127.0.0.1",
+            "[::1]",
+            "x=y",
+            "udp:/run/a.sock",
+            "udp:5353",
+        ];
+        for bad in bad_ones {
             assert!(bad.parse::<ListenAddr>().is_err(), "{bad}");
         }
     }

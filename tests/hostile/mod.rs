@@ -19,7 +19,7 @@ use serde_json::Value;
 use sockherd::decoders::activation::{self, Passed};
 use sockherd::decoders::node::{self as listen, self as wire, Answer, Lines};
 use sockherd::decoders::notice::{self as channel, Notice};
-use sockherd::decoders::{config, Local};
+use sockherd::decoders::{config, Kind, Local};
 
 /// One native channel message from a worker: `parse_notice` accepts exactly
 /// what `docs/protocol.md` allows and reports exactly what it says.
@@ -146,16 +146,18 @@ pub fn check_message(message: &Value) {
     }
 }
 
-fn socket_layouts() -> [Vec<Local>; 3] {
+fn socket_layouts() -> [Vec<(Kind, Local)>; 3] {
     let inet = |s: &str| Local::Inet(s.parse::<SocketAddr>().expect("a socket address"));
+    let stream = |s: &str| (Kind::Stream, inet(s));
     [
         Vec::new(),
-        vec![inet("127.0.0.1:8080"), inet("[::]:8080")],
+        vec![stream("127.0.0.1:8080"), stream("[::]:8080")],
         vec![
-            inet("0.0.0.0:1"),
-            Local::Unix(PathBuf::from("/run/app.sock")),
-            Local::UnixUnnamed,
-            inet("[::1]:65535"),
+            stream("0.0.0.0:1"),
+            (Kind::Stream, Local::Unix(PathBuf::from("/run/app.sock"))),
+            (Kind::Stream, Local::UnixUnnamed),
+            (Kind::Datagram, inet("127.0.0.1:1")),
+            stream("[::1]:65535"),
         ],
     ]
 }

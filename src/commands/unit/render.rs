@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use nix::sys::signal::Signal;
 
 use super::quote::{escape_specifiers, exec_word, quote, shell_quote};
 use crate::bus::plan::{bus_name, NAME_PREFIX};
@@ -163,6 +164,12 @@ fn generated_by(args: &UnitArgs, command: &[String]) -> String {
 /// The `sockherd serve` options that are only passed on, when set.
 fn serve_options(args: &UnitArgs) -> Vec<String> {
     let mut words = Vec::new();
+    if args.kill_signal != Signal::SIGTERM {
+        words.extend([
+            "--kill-signal".to_owned(),
+            args.kill_signal.as_str().to_owned(),
+        ]);
+    }
     if let Some(size) = &args.max_memory {
         words.extend(["--max-memory".to_owned(), size.clone()]);
     }
@@ -666,6 +673,8 @@ pub mod tests {
             "n",
             "--listen",
             "1",
+            "--kill-signal",
+            "int",
             "--max-memory",
             "512M",
             "--protocol",
@@ -678,14 +687,15 @@ pub mod tests {
             "/srv/n/start.sh",
         ]);
         assert!(text.contains(
-            " --kill-timeout 20s --max-memory 512M --protocol node --wait-ready \
-             --shutdown-message --config /etc/sockherd/n.toml -- /srv/n/start.sh\n"
+            " --kill-timeout 20s --kill-signal SIGINT --max-memory 512M --protocol node \
+             --wait-ready --shutdown-message --config /etc/sockherd/n.toml -- /srv/n/start.sh\n"
         ));
         assert!(
             text.contains("\nMemoryDenyWriteExecute=no\n"),
             "a script that execs node is node too"
         );
         assert!(units(&["n", "--listen", "1", "--max-memory", "12Q", "--", "/w"]).is_err());
+        assert!(units(&["n", "--listen", "1", "--kill-signal", "KILL", "--", "/w"]).is_err());
     }
 
     #[test]

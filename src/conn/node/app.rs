@@ -3,11 +3,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
-use std::time::Duration;
+use std::rc::Rc;
 
 use serde_json::Value;
+
+use super::shim::Shim;
+use crate::conn::shared::Shared;
 
 /// How a Node.js worker is driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +65,15 @@ pub(crate) struct App {
     /// Ready on `process.send('ready')` instead of on `listening` (cluster) or
     /// at once (IPC).
     pub wait_ready: bool,
-    /// Send `'shutdown'` as the first step of a stop.
+    /// Ask a worker to stop with the message `'shutdown'` (PM2's
+    /// `shutdown_with_message`) rather than with the stop signal.
     pub shutdown_message: bool,
-    /// A worker still running this long after it was asked to stop gets
-    /// SIGTERM (the pool SIGKILLs at the kill timeout).
-    pub term_after: Duration,
+    /// What every worker loads before the app ([`super::shim`]).
+    shim: Rc<Shim>,
+    /// Under `--policy none`: the sockets a worker's `listen()` is answered
+    /// with, as Node's primary does under `SCHED_NONE`; the worker accepts
+    /// (or receives) on them itself.
+    shared: Option<Rc<Shared>>,
     /// The `data` the first worker sent with each server key (an https
     /// server's TLS ticket keys), echoed to every later worker so that all of
     /// them share it, as Node's primary does.
@@ -78,38 +85,79 @@ pub(crate) struct App {
 const MAX_SERVER_DATA: usize = 256;
 
 impl App {
-    pub(crate) fn new(
-        mode: Mode,
-        wait_ready: bool,
-        shutdown_message: bool,
-        kill_timeout: Duration,
-    ) -> App {
+    pub(crate) fn new(mode: Mode, wait_ready: bool, shutdown_message: bool, shim: Rc<Shim>) -> App {
         App {
             mode,
             wait_ready,
             shutdown_message,
-            term_after: kill_timeout / 2,
+            shim,
+            shared: None,
             server_data: RefCell::new(HashMap::new()),
         }
     }
 
-    pub(crate) fn mode_name(&self) -> &'static str {
-        match self.mode {
-            Mode::Cluster => "node",
-            Mode::Ipc => "node-ipc",
+    /// The same app, its workers answered with `shared`'s sockets rather
+    /// than dispatched connections (`--policy none`).
+    pub(crate) fn sharing(&self, shared: Rc<Shared>) -> App {
+        App {
+            shared: Some(shared),
+            ..App::new(
+                self.mode,
+                self.wait_ready,
+                self.shutdown_message,
+                Rc::clone(&self.shim),
+            )
         }
     }
 
-    /// The environment that makes Node open its IPC channel on fd `fd`, and in
+    /// The sockets workers get under `--policy none`.
+    pub(super) fn shared(&self) -> Option<&Rc<Shared>> {
+        self.shared.as_ref()
+    }
+
+    pub(crate) fn mode_name(&self) -> &'static str {
+        match (self.mode, self.shared.is_some()) {
+            (Mode::Cluster, false) => "node",
+            (Mode::Cluster, true) => "node, shared accept",
+            (Mode::Ipc, _) => "node-ipc",
+        }
+    }
+
+    /// What "ready" means for this app, and what to do about an app that
+    /// takes longer: said when a worker misses `--ready-timeout`.
+    pub(crate) fn ready_hint(&self) -> &'static str {
+        match (self.mode, self.wait_ready) {
+            (Mode::Cluster, false) => {
+                "a Node.js worker is ready when its server listens; an app that boots \
+                 slower needs a longer --ready-timeout (PM2's listen_timeout, but PM2 keeps \
+                 a worker that misses it, sockherd restarts it), and a worker that never \
+                 listens (a queue consumer) runs with --protocol node-ipc (see docs/node.md)"
+            }
+            (_, true) => {
+                "with --wait-ready a Node.js worker is ready when it calls \
+                 process.send('ready'); an app that boots slower needs a longer \
+                 --ready-timeout (PM2's listen_timeout, but PM2 keeps a worker that misses \
+                 it, sockherd restarts it)"
+            }
+            (Mode::Ipc, false) => "a node-ipc worker is ready as soon as it runs",
+        }
+    }
+
+    /// The environment that makes Node open its IPC channel on fd `fd`, in
     /// cluster mode become worker `id + 1` (Node numbers workers from 1; the
-    /// number is stable across restarts, like `NODE_APP_INSTANCE`).
-    pub(crate) fn worker_env(&self, id: u32, fd: i32) -> Vec<(&'static str, String)> {
+    /// number is stable across restarts, like `NODE_APP_INSTANCE`), and load
+    /// the shim before the app.
+    pub(crate) fn worker_env(&self, id: u32, fd: i32) -> Vec<(&'static str, OsString)> {
         let mut env = vec![
-            ("NODE_CHANNEL_FD", fd.to_string()),
-            ("NODE_CHANNEL_SERIALIZATION_MODE", "json".to_owned()),
+            ("NODE_CHANNEL_FD", fd.to_string().into()),
+            ("NODE_CHANNEL_SERIALIZATION_MODE", "json".into()),
+            (
+                "NODE_OPTIONS",
+                self.shim.node_options(std::env::var_os("NODE_OPTIONS")),
+            ),
         ];
         if self.mode == Mode::Cluster {
-            env.push(("NODE_UNIQUE_ID", (u64::from(id) + 1).to_string()));
+            env.push(("NODE_UNIQUE_ID", (u64::from(id) + 1).to_string().into()));
         }
         env
     }
@@ -154,10 +202,14 @@ mod tests {
         );
     }
 
+    fn app(mode: Mode) -> App {
+        let shim = Shim::at("/run/sockherd.1/node-shim.js".into());
+        App::new(mode, false, false, Rc::new(shim))
+    }
+
     #[test]
     fn first_server_data_wins() {
-        let app = App::new(Mode::Cluster, false, false, Duration::from_secs(4));
-        assert_eq!(app.term_after, Duration::from_secs(2));
+        let app = app(Mode::Cluster);
         let first = serde_json::json!({"ticketKeys": "aa"});
         let second = serde_json::json!({"ticketKeys": "bb"});
         assert_eq!(app.server_data("k", &Value::Null), Value::Null);
@@ -168,11 +220,13 @@ mod tests {
 
     #[test]
     fn cluster_workers_get_a_unique_id() {
-        let app = App::new(Mode::Cluster, false, false, Duration::from_secs(1));
-        let env = app.worker_env(2, 3);
-        assert!(env.contains(&("NODE_CHANNEL_FD", "3".to_owned())));
-        assert!(env.contains(&("NODE_UNIQUE_ID", "3".to_owned())));
-        let ipc = App::new(Mode::Ipc, false, false, Duration::from_secs(1));
+        let env = app(Mode::Cluster).worker_env(2, 3);
+        assert!(env.contains(&("NODE_CHANNEL_FD", "3".into())));
+        assert!(env.contains(&("NODE_UNIQUE_ID", "3".into())));
+        assert!(env
+            .iter()
+            .any(|(k, v)| *k == "NODE_OPTIONS" && v.to_string_lossy().contains("node-shim.js")));
+        let ipc = app(Mode::Ipc);
         assert!(!ipc
             .worker_env(0, 3)
             .iter()

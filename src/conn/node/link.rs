@@ -30,13 +30,12 @@ use std::time::Instant;
 
 use nix::cmsg_space;
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
 use nix::sys::socket::{
     recvmsg, send, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::app::{App, Mode};
 use super::wire::{self, Lines};
@@ -64,8 +63,6 @@ pub(crate) struct Link {
     pub(super) id: u32,
     /// The worker's pid, for logs.
     pub(super) pid: u32,
-    /// Its process's signals, for the SIGTERM that follows a stop request.
-    pub(super) signals: mpsc::UnboundedSender<Signal>,
     /// The manager's listening sockets, by index: what `listen()` is matched
     /// against, and where connections go back to.
     pub(super) sockets: Vec<Rc<Socket>>,
@@ -74,8 +71,6 @@ pub(crate) struct Link {
     pub(super) capacity: Rc<Notify>,
     /// Wakes [`Link::recv`] when there is output to flush or the link failed.
     pub(super) kick: Notify,
-    /// Woken when the channel closes, for a stop under way.
-    pub(super) closed: Notify,
     /// Where reads land; kept to avoid an allocation per read.
     pub(super) buffer: RefCell<Vec<u8>>,
     pub(super) state: RefCell<State>,
@@ -101,6 +96,21 @@ pub(super) struct Server {
     pub(super) sockets: Vec<usize>,
 }
 
+/// A reply that carries a listening socket (`--policy none`), waiting for
+/// the bytes before it to go: the fd must travel with its first byte.
+pub(super) struct QueuedHandle {
+    /// The reply.
+    pub(super) line: Vec<u8>,
+    /// The shared socket it carries, by index.
+    pub(super) socket: usize,
+    /// What was queued after it, to go once it went.
+    pub(super) after: Vec<u8>,
+}
+
+/// Replies with a socket queued for a worker that does not read them; past
+/// this it is broken.
+const MAX_QUEUED_HANDLES: usize = 8;
+
 #[derive(Default)]
 pub(super) struct State {
     /// Reassembles messages from the byte stream.
@@ -109,6 +119,8 @@ pub(super) struct State {
     pub(super) fds: VecDeque<OwnedFd>,
     /// Bytes the socket did not take yet; sent before anything else.
     pub(super) output: Vec<u8>,
+    /// Replies carrying a socket, each after what was queued before it.
+    pub(super) handles: VecDeque<QueuedHandle>,
     /// The connection in flight, if any: the worker is busy until it answers.
     pub(super) handoff: Option<Handoff>,
     /// When the app last took a connection; a stop lets it settle first.
@@ -126,6 +138,15 @@ pub(super) struct State {
     pub(super) leaving: bool,
     /// We asked it to stop; only once.
     pub(super) stop_requested: bool,
+    /// We sent the cluster `disconnect`; only once.
+    pub(super) disconnected: bool,
+    /// The worker's shim said hello: it can be asked to stop with a signal.
+    pub(super) shim: bool,
+    /// Connections its servers still held when its shim last counted them
+    /// (only while it stops).
+    pub(super) open_reported: Option<u64>,
+    /// The `exclusive: true` hint was logged.
+    pub(super) exclusive_said: bool,
     /// Why the worker is broken, to report once.
     pub(super) failure: Option<String>,
     /// No more connections for it: broken or closed.
@@ -135,6 +156,11 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Whether anything waits to be sent to the worker.
+    pub(super) fn has_output(&self) -> bool {
+        !self.output.is_empty() || !self.handles.is_empty()
+    }
+
     pub(super) fn next_seq(&mut self) -> u64 {
         let seq = self.seq;
         self.seq += 1;
@@ -179,14 +205,23 @@ impl Link {
             app,
             id: peer.id,
             pid: peer.pid,
-            signals: peer.signals,
             sockets,
             capacity,
             kick: Notify::new(),
-            closed: Notify::new(),
             buffer: RefCell::new(vec![0; READ_SIZE]),
             state: RefCell::new(state),
         })
+    }
+
+    /// What "ready" means for this worker ([`App::ready_hint`]).
+    pub(crate) fn ready_hint(&self) -> &'static str {
+        self.app.ready_hint()
+    }
+
+    /// Connections the stopping worker's servers held at its shim's last
+    /// count, if it counted.
+    pub(crate) fn open_reported(&self) -> Option<u64> {
+        self.state.borrow().open_reported
     }
 
     pub(super) fn raw_fd(&self) -> RawFd {
@@ -214,7 +249,7 @@ impl Link {
             }
             Mode::Ipc => wire::socket_handle().to_vec(),
         };
-        if st.handoff.is_some() || !st.output.is_empty() {
+        if st.handoff.is_some() || st.has_output() {
             return Err((conn, Refused::Busy));
         }
         let fds = [conn.as_raw_fd()];
@@ -262,7 +297,7 @@ impl Link {
                 if st.closed {
                     return Ok(None);
                 }
-                !st.output.is_empty() && !st.dead
+                st.has_output() && !st.dead
             };
             tokio::select! {
                 guard = self.fd.readable() => {
@@ -281,7 +316,7 @@ impl Link {
                     let mut guard = guard?;
                     let mut st = self.state.borrow_mut();
                     self.flush(&mut st);
-                    if !st.output.is_empty() {
+                    if st.has_output() {
                         guard.clear_ready();
                     }
                 }
@@ -292,48 +327,123 @@ impl Link {
 
     /// Queues `line` for the worker and sends what the socket takes now.
     pub(super) fn send_line(&self, st: &mut State, line: &[u8]) {
-        if st.dead {
+        if st.dead || !self.room_for(st, line.len()) {
             return;
         }
-        if st.output.len() + line.len() > MAX_OUTPUT {
-            self.fail(
-                st,
-                format!(
-                    "it left more than {} KiB of messages unread on its channel",
-                    MAX_OUTPUT / 1024
-                ),
-            );
-            return;
+        match st.handles.back_mut() {
+            Some(handle) => handle.after.extend_from_slice(line),
+            None => st.output.extend_from_slice(line),
         }
-        st.output.extend_from_slice(line);
         self.flush(st);
-        if !st.output.is_empty() {
+        if st.has_output() {
             self.kick.notify_one();
         }
     }
 
+    /// Queues `line` with the shared listening socket `socket` attached
+    /// (`--policy none`), and sends what the socket takes now.
+    pub(super) fn send_handle(&self, st: &mut State, line: Vec<u8>, socket: usize) {
+        if st.dead || !self.room_for(st, line.len()) {
+            return;
+        }
+        if st.handles.len() >= MAX_QUEUED_HANDLES {
+            self.fail(
+                st,
+                format!("it left {MAX_QUEUED_HANDLES} listening sockets unread on its channel"),
+            );
+            return;
+        }
+        st.handles.push_back(QueuedHandle {
+            line,
+            socket,
+            after: Vec::new(),
+        });
+        self.flush(st);
+        if st.has_output() {
+            self.kick.notify_one();
+        }
+    }
+
+    /// Whether `len` more bytes fit in what the worker has not read yet; if
+    /// not, the worker is broken.
+    fn room_for(&self, st: &mut State, len: usize) -> bool {
+        let queued: usize = st.output.len()
+            + st.handles
+                .iter()
+                .map(|h| h.line.len() + h.after.len())
+                .sum::<usize>();
+        if queued + len <= MAX_OUTPUT {
+            return true;
+        }
+        self.fail(
+            st,
+            format!(
+                "it left more than {} KiB of messages unread on its channel",
+                MAX_OUTPUT / 1024
+            ),
+        );
+        false
+    }
+
     pub(super) fn flush(&self, st: &mut State) {
-        while !st.output.is_empty() && !st.dead {
-            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            match send(self.raw_fd(), &st.output, flags) {
-                Ok(sent) => {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        while st.has_output() && !st.dead {
+            let result = if st.output.is_empty() {
+                self.send_next_handle(st)
+            } else {
+                send(self.raw_fd(), &st.output, flags).map(|sent| {
                     st.output.drain(..sent);
-                }
-                Err(Errno::EINTR) => {}
+                })
+            };
+            match result {
+                Ok(()) | Err(Errno::EINTR) => {}
                 // Full, or the kernel short of memory for a moment: the rest
                 // goes when the socket is writable again.
-                Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM) => return,
+                Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::ENOMEM | Errno::ETOOMANYREFS) => return,
                 // The worker is gone; its end of file follows.
                 Err(_) => {
                     st.dead = true;
                     st.output.clear();
+                    st.handles.clear();
                 }
             }
         }
-        if st.output.is_empty() && st.handoff.is_none() {
+        if !st.has_output() && st.handoff.is_none() {
             // An offer refused because of pending output can go through now.
             self.capacity.notify_waiters();
         }
+    }
+
+    /// Sends the first queued reply with its socket; what of it the channel
+    /// did not take, and what was queued after it, become plain output.
+    fn send_next_handle(&self, st: &mut State) -> Result<(), Errno> {
+        let Some(handle) = st.handles.front() else {
+            return Ok(());
+        };
+        let shared = self
+            .app
+            .shared()
+            .and_then(|s| s.listeners().get(handle.socket));
+        let Some(listener) = shared else {
+            // Cannot happen: only a shared app queues handles, by index.
+            st.handles.pop_front();
+            return Ok(());
+        };
+        let fds = [listener.fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        let sent = sendmsg::<UnixAddr>(
+            self.raw_fd(),
+            &[IoSlice::new(&handle.line)],
+            &cmsg,
+            flags,
+            None,
+        )?;
+        if let Some(handle) = st.handles.pop_front() {
+            st.output.extend_from_slice(&handle.line[sent..]);
+            st.output.extend_from_slice(&handle.after);
+        }
+        Ok(())
     }
 
     /// The worker is broken: it gets no more connections, the one in flight
@@ -342,6 +452,7 @@ impl Link {
         st.failure.get_or_insert(why);
         st.dead = true;
         st.output.clear();
+        st.handles.clear();
         self.reclaim(st);
         self.kick.notify_one();
     }
@@ -370,9 +481,9 @@ impl Link {
         st.closed = true;
         st.dead = true;
         st.output.clear();
+        st.handles.clear();
         st.fds.clear();
         self.reclaim(&mut st);
-        self.closed.notify_waiters();
     }
 
     fn on_bytes(&self, bytes: &[u8], fds: Vec<OwnedFd>) {

@@ -14,10 +14,13 @@
 //! - `listen({fd: n})`, the socket-activation idiom: the `n - 3`th socket, as
 //!   systemd would have numbered it (`SD_LISTEN_FDS_START` is 3).
 //!
+//! - a `dgram` socket's `bind(port[, host])`: the UDP sockets on that port,
+//!   by the same rules (there are some only under `--policy none`).
+//!
 //! Anything else fails the app's `listen()` with an errno, as a failed bind
 //! would: `EADDRNOTAVAIL` when no such socket was passed (an app that retries
-//! on `EADDRINUSE` would otherwise retry forever), `ENOTSUP` for UDP. The
-//! manager logs why in its own words.
+//! on `EADDRINUSE` would otherwise retry forever), `ENOTSUP` for UDP when no
+//! UDP socket was passed. The manager logs why in its own words.
 //!
 //! Round-robin replies carry no fd, but a `sockname`, which becomes what
 //! `server.address()` shows; its port must be the one the app asked for, or
@@ -28,11 +31,12 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::sockets::listener::Local;
+use crate::sockets::listener::{Kind, Local};
 
 /// Linux errno values, negated as libuv reports them to Node.
 pub(crate) const EBADF: i32 = -9;
 pub(crate) const EINVAL: i32 = -22;
+pub(crate) const EMFILE: i32 = -24;
 pub(crate) const ENOTSUP: i32 = -95;
 pub(crate) const EADDRNOTAVAIL: i32 = -99;
 
@@ -99,11 +103,17 @@ fn js_string(value: Option<&Value>) -> String {
     }
 }
 
-/// Finds the sockets among `sockets` (the manager's, by index) that `query`
-/// (a `queryServer` message) asks for.
-pub fn resolve(query: &Value, sockets: &[Local]) -> Answer {
+/// Finds the sockets among `sockets` (the manager's, by index, each a
+/// stream or a UDP socket) that `query` (a `queryServer` message) asks for.
+pub fn resolve(query: &Value, sockets: &[(Kind, Local)]) -> Answer {
     let passed = || {
-        let list: Vec<String> = sockets.iter().map(ToString::to_string).collect();
+        let list: Vec<String> = sockets
+            .iter()
+            .map(|(kind, local)| match kind {
+                Kind::Stream => local.to_string(),
+                Kind::Datagram => format!("udp:{local}"),
+            })
+            .collect();
         if list.is_empty() {
             "none".to_owned()
         } else {
@@ -112,14 +122,26 @@ pub fn resolve(query: &Value, sockets: &[Local]) -> Answer {
     };
     let wanted = describe(query);
     let address_type = query.get("addressType");
-    if let Some(kind @ ("udp4" | "udp6")) = address_type.and_then(Value::as_str) {
-        return Answer::Refuse {
-            errno: ENOTSUP,
-            why: format!(
-                "the app binds a {kind} socket ({wanted}); sockherd passes stream sockets only"
-            ),
-        };
+    let udp = address_type
+        .and_then(Value::as_str)
+        .filter(|kind| matches!(*kind, "udp4" | "udp6"));
+    if let Some(kind) = udp {
+        if !sockets.iter().any(|(k, _)| *k == Kind::Datagram) {
+            return Answer::Refuse {
+                errno: ENOTSUP,
+                why: format!(
+                    "the app binds a {kind} socket ({wanted}), but no UDP socket was passed; \
+                     UDP is served under --policy none, from a ListenDatagram= socket or \
+                     --listen udp:IP:PORT"
+                ),
+            };
+        }
     }
+    let wanted_kind = if udp.is_some() {
+        Kind::Datagram
+    } else {
+        Kind::Stream
+    };
     if let Some(fd) = query
         .get("fd")
         .and_then(Value::as_i64)
@@ -127,11 +149,11 @@ pub fn resolve(query: &Value, sockets: &[Local]) -> Answer {
     {
         let index = usize::try_from(fd - LISTEN_FDS_START)
             .ok()
-            .filter(|i| *i < sockets.len());
+            .filter(|i| sockets.get(*i).is_some_and(|(k, _)| *k == wanted_kind));
         return match index {
             Some(index) => Answer::Serve {
                 sockets: vec![index],
-                sockname: sockname(&sockets[index]),
+                sockname: sockname(&sockets[index].1),
             },
             None => Answer::Refuse {
                 errno: EBADF,
@@ -153,7 +175,9 @@ pub fn resolve(query: &Value, sockets: &[Local]) -> Answer {
         sockets
             .iter()
             .enumerate()
-            .filter(|(_, local)| matches!(local, Local::Unix(p) if p == Path::new(path)))
+            .filter(|(_, (kind, local))| {
+                *kind == Kind::Stream && matches!(local, Local::Unix(p) if p == Path::new(path))
+            })
             .map(|(i, _)| i)
             .collect()
     } else {
@@ -174,16 +198,18 @@ pub fn resolve(query: &Value, sockets: &[Local]) -> Answer {
             Some(Ok(ip)) => Some(ip).filter(|ip| !ip.is_unspecified()),
             Some(Err(_)) => return invalid(&wanted),
         };
-        let on_port = |local: &Local| match local {
-            Local::Inet(sa) if i64::from(sa.port()) == port => Some(sa.ip()),
+        let on_port = |(kind, local): &(Kind, Local)| match local {
+            Local::Inet(sa) if *kind == wanted_kind && i64::from(sa.port()) == port => {
+                Some(sa.ip())
+            }
             _ => None,
         };
         // Exact address matches first, so `sockname` names the app's address.
         let mut found: Vec<(bool, usize)> = sockets
             .iter()
             .enumerate()
-            .filter_map(|(i, local)| {
-                let bound = on_port(local)?;
+            .filter_map(|(i, socket)| {
+                let bound = on_port(socket)?;
                 match ip {
                     None => Some((false, i)),
                     Some(ip) if ip == bound => Some((true, i)),
@@ -197,7 +223,7 @@ pub fn resolve(query: &Value, sockets: &[Local]) -> Answer {
     };
     match found.first() {
         Some(first) => Answer::Serve {
-            sockname: sockname(&sockets[*first]),
+            sockname: sockname(&sockets[*first].1),
             sockets: found,
         },
         None => Answer::Refuse {
@@ -235,6 +261,7 @@ pub(crate) fn errno_name(errno: i32) -> &'static str {
     match errno {
         EBADF => "EBADF",
         EINVAL => "EINVAL",
+        EMFILE => "EMFILE",
         ENOTSUP => "ENOTSUP",
         EADDRNOTAVAIL => "EADDRNOTAVAIL",
         _ => "an error",
@@ -245,8 +272,12 @@ pub(crate) fn errno_name(errno: i32) -> &'static str {
 mod tests {
     use super::*;
 
-    fn inet(s: &str) -> Local {
-        Local::Inet(s.parse().unwrap())
+    fn inet(s: &str) -> (Kind, Local) {
+        (Kind::Stream, Local::Inet(s.parse().unwrap()))
+    }
+
+    fn udp(s: &str) -> (Kind, Local) {
+        (Kind::Datagram, Local::Inet(s.parse().unwrap()))
     }
 
     fn query(address: Value, port: Value, address_type: Value) -> Value {
@@ -351,7 +382,10 @@ mod tests {
 
     #[test]
     fn matches_unix_sockets_and_passed_fds() {
-        let sockets = [inet("127.0.0.1:8080"), Local::Unix("/run/app.sock".into())];
+        let sockets = [
+            inet("127.0.0.1:8080"),
+            (Kind::Stream, Local::Unix("/run/app.sock".into())),
+        ];
         let (found, sockname) = served(resolve(
             &query(json!("/run/app.sock"), json!(-1), json!(-1)),
             &sockets,
@@ -363,5 +397,35 @@ mod tests {
         let by_fd =
             json!({"address": null, "port": null, "addressType": null, "fd": 7, "index": 0});
         assert_eq!(refused(resolve(&by_fd, &sockets)).0, EBADF);
+    }
+
+    #[test]
+    fn udp_binds_match_udp_sockets_only() {
+        let sockets = [
+            inet("127.0.0.1:5353"),
+            udp("127.0.0.1:5353"),
+            udp("[::]:5354"),
+        ];
+        let bind = |address: Value, port: u16, kind: &str| json!({"address": address, "port": port, "addressType": kind, "fd": -1, "flags": 0});
+        let (found, sockname) = served(resolve(&bind(json!("127.0.0.1"), 5353, "udp4"), &sockets));
+        assert_eq!(found, vec![1]);
+        assert_eq!(sockname.unwrap()["port"], json!(5353));
+        assert_eq!(
+            served(resolve(&bind(json!("::"), 5354, "udp6"), &sockets)).0,
+            vec![2]
+        );
+        let (errno, _) = refused(resolve(&bind(Value::Null, 9, "udp4"), &sockets));
+        assert_eq!(errno, EADDRNOTAVAIL);
+        assert_eq!(
+            served(resolve(
+                &query(Value::Null, json!(5353), json!(4)),
+                &sockets
+            ))
+            .0,
+            vec![0],
+            "a TCP listen() gets the TCP socket"
+        );
+        let by_fd = json!({"address": null, "port": null, "addressType": null, "fd": 4});
+        assert_eq!(refused(resolve(&by_fd, &sockets)).0, EBADF, "fd 4 is UDP");
     }
 }

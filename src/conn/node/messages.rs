@@ -11,7 +11,11 @@ use super::link::{Link, Server, State};
 use super::listen::{self, Answer};
 use super::wire;
 use crate::conn::notice::Notice;
-use crate::sockets::listener::Local;
+use crate::sockets::listener::{Kind, Local};
+
+/// The most servers one worker may have; a `listen()` past this fails with
+/// `EMFILE` (each is kept for as long as the worker runs).
+const MAX_SERVERS: usize = 64;
 
 impl Link {
     pub(super) fn on_message(&self, st: &mut State, message: Value) {
@@ -33,6 +37,7 @@ impl Link {
                 );
             }
             Some("NODE_CLUSTER") if self.app.mode == Mode::Cluster => self.on_cluster(st, &message),
+            Some("NODE_SOCKHERD") => self.on_shim(st, &message),
             Some(_) => tracing::debug!(
                 worker_id = self.id,
                 "ignoring internal message from worker {}: {}",
@@ -72,7 +77,7 @@ impl Link {
             );
             self.give_back(handoff);
         }
-        if st.output.is_empty() {
+        if !st.has_output() {
             self.capacity.notify_waiters();
         }
     }
@@ -137,39 +142,79 @@ impl Link {
     }
 
     fn on_query_server(&self, st: &mut State, query: &Value) {
-        let locals: Vec<Local> = self.sockets.iter().map(|s| s.local.clone()).collect();
+        let shared = self.app.shared();
+        let sockets: Vec<(Kind, Local)> = match shared {
+            Some(shared) => shared
+                .listeners()
+                .iter()
+                .map(|l| (l.kind, l.local.clone()))
+                .collect(),
+            None => self
+                .sockets
+                .iter()
+                .map(|s| (Kind::Stream, s.local.clone()))
+                .collect(),
+        };
         let key = listen::key(query);
         let offered = query.get("data").unwrap_or(&Value::Null);
+        let answer = if st.servers.len() >= MAX_SERVERS && !st.servers.iter().any(|s| s.key == key)
+        {
+            Answer::Refuse {
+                errno: listen::EMFILE,
+                why: format!("the app has {MAX_SERVERS} servers already"),
+            }
+        } else {
+            listen::resolve(query, &sockets)
+        };
         let mut reply = Map::new();
-        match listen::resolve(query, &locals) {
-            Answer::Serve { sockets, sockname } => {
+        match answer {
+            Answer::Serve {
+                sockets: mut found,
+                sockname,
+            } => {
+                if shared.is_some() {
+                    // Under `SCHED_NONE` a listen() gets one socket: the best match.
+                    found.truncate(1);
+                }
                 tracing::debug!(
                     worker_id = self.id,
                     "worker {} (pid {}) listens on {}: serving {}",
                     self.id,
                     self.pid,
                     listen::describe(query),
-                    sockets
+                    found
                         .iter()
-                        .map(|i| locals[*i].to_string())
+                        .map(|i| sockets[*i].1.to_string())
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                reply.insert("errno".into(), Value::Null);
                 reply.insert("key".into(), key.clone().into());
                 reply.insert("ack".into(), seq_of(query));
                 // An https server crashes on `data: null`; all share the first's.
                 reply.insert("data".into(), self.app.server_data(&key, offered));
-                if let Some(sockname) = sockname {
-                    reply.insert("sockname".into(), sockname);
-                }
                 let key_json = Value::String(key.clone()).to_string();
                 st.servers.retain(|s| s.key != key);
                 st.servers.push(Server {
                     key,
                     key_json,
-                    sockets,
+                    sockets: found.clone(),
                 });
+                if let (Some(&socket), Some(_)) = (found.first(), shared) {
+                    // Node's shared handle: the worker listens on it itself.
+                    reply.insert("errno".into(), 0.into());
+                    let kind = match sockets[socket].0 {
+                        Kind::Stream => "net.Native",
+                        Kind::Datagram => "dgram.Native",
+                    };
+                    let seq = st.next_seq();
+                    let line = wire::with_handle(kind, reply, seq);
+                    self.send_handle(st, line, socket);
+                    return;
+                }
+                reply.insert("errno".into(), Value::Null);
+                if let Some(sockname) = sockname {
+                    reply.insert("sockname".into(), sockname);
+                }
                 self.capacity.notify_waiters();
             }
             Answer::Refuse { errno, why } => {
@@ -190,6 +235,42 @@ impl Link {
         }
         let seq = st.next_seq();
         self.send_line(st, &wire::cluster(reply, seq));
+    }
+
+    /// What the worker's shim says ([`super::shim`]): that it is there, how
+    /// many connections it holds while it stops, and a `listen()` that will
+    /// never reach the manager.
+    fn on_shim(&self, st: &mut State, message: &Value) {
+        match message.get("act").and_then(Value::as_str) {
+            Some("hello") => st.shim = true,
+            Some("open") => {
+                if let Some(n) = message.get("connections").and_then(Value::as_u64) {
+                    st.open_reported = Some(n);
+                }
+            }
+            // Said once per worker: the app retries, or crash-loops on it.
+            Some("exclusive") if !st.exclusive_said => {
+                st.exclusive_said = true;
+                let port = message.get("port").map_or_else(String::new, wire::shown);
+                tracing::error!(
+                    event = "node-listen-refused",
+                    worker_id = self.id,
+                    worker_pid = self.pid,
+                    "worker {} (pid {}) listens with `exclusive: true` (port {port}): such a \
+                     listen() binds in the worker itself, past the manager's sockets, and fails \
+                     with EADDRINUSE; sockherd serves every listen() that reaches the cluster \
+                     primary, so drop `exclusive`",
+                    self.id,
+                    self.pid
+                );
+            }
+            _ => tracing::debug!(
+                worker_id = self.id,
+                "ignoring a shim message from worker {}: {}",
+                self.id,
+                wire::shown(message)
+            ),
+        }
     }
 
     fn on_app_message(&self, st: &mut State, message: &Value) {

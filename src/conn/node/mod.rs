@@ -27,8 +27,10 @@ mod app;
 mod link;
 pub(crate) mod listen;
 mod messages;
+mod shim;
 mod stop;
 pub(crate) mod wire;
 
-pub(crate) use app::{mode, App, ProtocolArg};
+pub(crate) use app::{mode, App, Mode, ProtocolArg};
 pub(crate) use link::Link;
+pub(crate) use shim::Shim;

@@ -107,6 +107,21 @@ pub(crate) fn cluster(mut fields: serde_json::Map<String, Value>, seq: u64) -> V
     line(&Value::Object(message))
 }
 
+/// A cluster message with a handle attached (the fd travels with its first
+/// byte): `kind` is `net.Native` for a listening socket, `dgram.Native` for a
+/// UDP one, as Node's primary sends a shared handle under `SCHED_NONE`.
+pub(crate) fn with_handle(
+    kind: &str,
+    mut fields: serde_json::Map<String, Value>,
+    seq: u64,
+) -> Vec<u8> {
+    let mut message = serde_json::Map::new();
+    message.insert("cmd".into(), "NODE_CLUSTER".into());
+    message.append(&mut fields);
+    message.insert("seq".into(), seq.into());
+    line(&json!({ "cmd": "NODE_HANDLE", "type": kind, "msg": Value::Object(message) }))
+}
+
 /// A new connection for the server `key` (already JSON-encoded); its fd
 /// rides on the same `sendmsg`.
 pub(crate) fn newconn(key_json: &str, seq: u64) -> Vec<u8> {
@@ -120,6 +135,13 @@ pub(crate) fn newconn(key_json: &str, seq: u64) -> Vec<u8> {
 /// it, minus the `key` that would make the child count sockets for us.
 pub(crate) fn socket_handle() -> &'static [u8] {
     b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":\"socket\"}\n"
+}
+
+/// The shim's stop request: it counts its connections from now on, and with
+/// a `signal`, the app's handler for it runs, or Node's cluster `disconnect`
+/// when it has none (see `shim.js`).
+pub(crate) fn stop(signal: Option<&str>) -> Vec<u8> {
+    line(&json!({ "cmd": "NODE_SOCKHERD", "act": "stop", "signal": signal }))
 }
 
 /// PM2's graceful-stop message.

@@ -5,12 +5,12 @@ use std::cell::Cell;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use super::inbox::Inbox;
+use crate::conn::rundir::RunDir;
 use crate::sockets::listener::Listener;
 
 /// The listening sockets every worker inherits, and where the workers'
@@ -23,9 +23,8 @@ pub(crate) struct Shared {
     listeners: Vec<Listener>,
     /// `LISTEN_FDNAMES` for the workers: the sockets' names, `:`-separated.
     names: OsString,
-    /// A private directory (mode 0700) for the workers' notify sockets,
-    /// removed when the manager is done.
-    dir: PathBuf,
+    /// The manager's private directory, where the notify sockets go.
+    dir: Rc<RunDir>,
     /// Numbers notify sockets, so that a replacement never inherits the path
     /// of the worker it replaces.
     next: Cell<u64>,
@@ -42,11 +41,9 @@ pub(crate) struct Wiring {
 }
 
 impl Shared {
-    /// Takes the listening sockets for workers to share: blocking mode (see
-    /// the module docs), and a private directory for notify sockets under
-    /// `$RUNTIME_DIRECTORY` (systemd's `RuntimeDirectory=`), else
-    /// `$XDG_RUNTIME_DIR`, else the temporary directory.
-    pub(crate) fn new(listeners: Vec<Listener>) -> io::Result<Shared> {
+    /// Takes the listening sockets for workers to share, in blocking mode
+    /// (see the module docs); the workers' notify sockets go in `dir`.
+    pub(crate) fn new(listeners: Vec<Listener>, dir: Rc<RunDir>) -> io::Result<Shared> {
         for listener in &listeners {
             let flags = fcntl(listener.fd.as_raw_fd(), FcntlArg::F_GETFL)?;
             let blocking = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
@@ -58,20 +55,6 @@ impl Shared {
             .collect::<Vec<_>>()
             .join(":")
             .into();
-        let base = runtime_base();
-        sweep(&base);
-        let dir = base.join(format!("{DIR_PREFIX}{}", std::process::id()));
-        // One of ours by pid: a manager that had this pid before is gone.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| {
-                io::Error::other(format!(
-                    "cannot create a directory for notify sockets in {}: {e}",
-                    base.display()
-                ))
-            })?;
         Ok(Shared {
             listeners,
             names,
@@ -89,7 +72,7 @@ impl Shared {
     pub(crate) fn wire(&self, id: u32) -> io::Result<Wiring> {
         let n = self.next.get();
         self.next.set(n + 1);
-        let inbox = Inbox::bind(self.dir.join(format!("{id}.{n}")))?;
+        let inbox = Inbox::bind(self.dir.path().join(format!("notify.{id}.{n}")))?;
         let env = vec![
             ("LISTEN_FDS", self.listeners.len().to_string().into()),
             ("LISTEN_FDNAMES", self.names.clone()),
@@ -101,58 +84,4 @@ impl Shared {
             env,
         })
     }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // Every inbox removed its own socket; anything left is ours too.
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The notify sockets' directory is this and the manager's pid, so that the
-/// next manager can tell whose it is.
-const DIR_PREFIX: &str = "sockherd-notify.";
-
-/// Removes the notify-socket directories of managers that are gone (a SIGKILL
-/// leaves one behind): those of this user whose pid no longer runs.
-fn sweep(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    let uid = nix::unistd::getuid().as_raw();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|pid| pid.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if ours && gone && pid > 0 {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// Where the directory for notify sockets goes.
-fn runtime_base() -> PathBuf {
-    let from = |var: &str| {
-        std::env::var_os(var)
-            .map(|v| {
-                // systemd lists several directories separated by `:`; the first will do.
-                let first = v.to_string_lossy().split(':').next().map(PathBuf::from);
-                first.unwrap_or_default()
-            })
-            .filter(|p| p.is_absolute() && p.is_dir())
-    };
-    from("RUNTIME_DIRECTORY")
-        .or_else(|| from("XDG_RUNTIME_DIR"))
-        .unwrap_or_else(std::env::temp_dir)
 }

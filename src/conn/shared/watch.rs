@@ -82,8 +82,9 @@ impl Watch {
         self.malformed.set((0, Some(now)));
     }
 
-    /// Asks the worker to stop the way systemd would: SIGTERM.
-    pub(crate) fn ask_to_stop(&self) {
-        let _ = self.peer.signals.send(Signal::SIGTERM);
+    /// Asks the worker to stop the way systemd would: with `signal`
+    /// (`KillSignal=`, here `--kill-signal`).
+    pub(crate) fn ask_to_stop(&self, signal: Signal) {
+        let _ = self.peer.signals.send(signal);
     }
 }
