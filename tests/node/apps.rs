@@ -408,3 +408,44 @@ fn connection_held_by_a_dying_worker_reaches_another() {
     });
     manager.stop();
 }
+
+/// A worker that never listens runs as a plain IPC child, ready when it says
+/// so; it reloads and stops through its own SIGTERM handler.
+#[test]
+fn a_queue_consumer_runs_under_node_ipc() {
+    require_node!();
+    let dir = TempDir::new();
+    let idle = dir.path().join("idle.sock");
+    let worker = ["node".into(), super::fixture("consumer.js").into()];
+    let mut manager = Start::new(
+        &[
+            "--workers",
+            "2",
+            "--protocol",
+            "node-ipc",
+            "--wait-ready",
+            "--ready-timeout",
+            "2s",
+            "--listen",
+            &idle.to_string_lossy(),
+        ],
+        &worker,
+    )
+    .spawn();
+    manager.wait_ready(2);
+    let first = manager.worker_pids();
+    manager.signal(Signal::SIGHUP);
+    manager.wait_log("the reload to finish", |log| {
+        log.contains("reload to generation 2 finished")
+    });
+    assert!(manager.stop().success());
+    let log = manager.log_text();
+    for pid in &first {
+        assert!(log.contains(&format!("consumer stopping pid={pid}")), "{log}");
+    }
+    let exits = manager.events("worker-exited");
+    assert_eq!(exits.len(), 4);
+    for exit in exits {
+        assert!(exit.line.contains("exited: drained"), "{}", exit.line);
+    }
+}
