@@ -408,6 +408,7 @@ fn properties_and_list_workers() {
             .join(" ")
     };
     assert!(line("ListWorkers").starts_with(".ListWorkers method - a(uusuttt)"));
+    assert!(line("ListWorkerDetails").starts_with(".ListWorkerDetails method - a(uusuttttt)"));
     assert!(line("ScaleBy").starts_with(".ScaleBy method i u"));
     assert!(line("Scale").starts_with(".Scale method u -"));
     assert!(line("RestartWorker").starts_with(".RestartWorker method u -"));
@@ -439,6 +440,30 @@ fn properties_and_list_workers() {
     assert_eq!(manager.property("Connections"), 3);
     let dispatched: u64 = manager.workers().iter().map(|w| w.connections).sum();
     assert_eq!(dispatched, 3);
+
+    // The details: ListWorkers' fields, then open connections and CPU time.
+    let details = manager
+        .call("ListWorkerDetails", &[])
+        .expect("ListWorkerDetails");
+    let rows = details[0].as_array().expect("an array of workers");
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let listed = workers
+            .iter()
+            .find(|w| Some(u64::from(w.pid)) == row[1].as_u64());
+        assert!(listed.is_some(), "{row}: a worker ListWorkers lists");
+        assert_eq!(row.as_array().map(Vec::len), Some(9), "{row}");
+        assert!(row[8].as_u64().is_some(), "CPU time: {row}");
+    }
+    let handed: u64 = rows.iter().filter_map(|row| row[6].as_u64()).sum();
+    assert_eq!(handed, 3);
+    // hello reports every close: nothing stays open once the answers are in.
+    manager.wait_until("every connection closed", |m| {
+        let details = m.call("ListWorkerDetails", &[]).expect("ListWorkerDetails");
+        details[0]
+            .as_array()
+            .is_some_and(|rows| rows.iter().all(|row| row[7].as_u64() == Some(0)))
+    });
 }
 
 #[test]
