@@ -4,6 +4,7 @@
 #   in a container (systemd-container pinned to the installed systemd version,
 #   so installing it does not upgrade the host's systemd);
 # - dbus, curl, python3, openssl, nodejs: real peers the tests talk to;
+# - tmux: the terminal `sockherd monit` is tested in;
 # - wrk: the benchmarks' load generator.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -15,7 +16,7 @@ fi
 
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in mmdebstrap dbus curl python3 openssl wrk procps iproute2; do
+for pkg in mmdebstrap dbus curl python3 openssl wrk procps iproute2 tmux; do
     have "$pkg" || need+=("$pkg")
 done
 command -v node >/dev/null || need+=(nodejs)

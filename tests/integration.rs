@@ -14,6 +14,7 @@ mod flood;
 mod lifecycle;
 mod logs;
 mod misbehaving;
+mod monit;
 mod node;
 mod notify;
 mod policies;
