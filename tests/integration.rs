@@ -11,6 +11,7 @@ mod dbus;
 mod dispatch;
 mod faults;
 mod flood;
+mod import;
 mod lifecycle;
 mod logs;
 mod misbehaving;

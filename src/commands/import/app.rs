@@ -176,7 +176,7 @@ pub(super) fn import(position: usize, app: &App, cx: &Context<'_>) -> Result<Imp
     }
 
     // How many, and in which mode.
-    let workers = instances(get("instances"), &mut notes, label("instances"))
+    let workers = instances(get("instances"), &mut notes, label("instances"), &name)
         .map_err(|e| fail(format!("instances: {e}")))?;
     match get("exec_mode").map(mode) {
         None => {}
@@ -493,7 +493,12 @@ fn scalar(value: &Value) -> Option<String> {
 }
 
 /// `instances` as a worker count: 0 for one per CPU.
-fn instances(value: Option<&Value>, notes: &mut Notes, given: &str) -> Result<u32, String> {
+fn instances(
+    value: Option<&Value>,
+    notes: &mut Notes,
+    given: &str,
+    app: &str,
+) -> Result<u32, String> {
     let Some(value) = value else {
         return Ok(1);
     };
@@ -511,7 +516,7 @@ fn instances(value: Option<&Value>, notes: &mut Notes, given: &str) -> Result<u3
         notes.approximated.push(format!(
             "{given} {count}: PM2's \"CPUs minus {}\"; sockherd's --workers 0 is one per \
              CPU (its manager needs no core of its own); scale down with `sockherd scale \
-             NAME -{}` if you want the core",
+             {app} -{}` if you want the core",
             -count, -count
         ));
         return Ok(0);
@@ -607,7 +612,7 @@ fn listen(
             Ok(port) if port > 0 => {
                 notes
                     .mapped
-                    .push(format!("env PORT {port} (--listen {port})"));
+                    .push(format!("env.PORT {port} (--listen {port})"));
                 Ok(vec![port.to_string()])
             }
             _ => Err(format!(
@@ -745,19 +750,19 @@ mod tests {
         assert_eq!(size(1000), "1000");
         let mut notes = Notes::default();
         assert_eq!(
-            instances(Some(&Value::from("max")), &mut notes, "instances"),
+            instances(Some(&Value::from("max")), &mut notes, "instances", "a"),
             Ok(0)
         );
         assert_eq!(
-            instances(Some(&Value::from(-1)), &mut notes, "instances"),
+            instances(Some(&Value::from(-1)), &mut notes, "instances", "a"),
             Ok(0)
         );
         assert_eq!(
-            instances(Some(&Value::from("3")), &mut notes, "instances"),
+            instances(Some(&Value::from("3")), &mut notes, "instances", "a"),
             Ok(3)
         );
-        assert_eq!(instances(None, &mut notes, "instances"), Ok(1));
-        assert!(instances(Some(&Value::from("many")), &mut notes, "instances").is_err());
+        assert_eq!(instances(None, &mut notes, "instances", "a"), Ok(1));
+        assert!(instances(Some(&Value::from("many")), &mut notes, "instances", "a").is_err());
         assert_eq!(notes.approximated.len(), 1);
     }
 
