@@ -33,7 +33,7 @@
 //! `STATUS=`, `RELOADING=1` and `STOPPING=1`, and `WATCHDOG=1` only while the
 //! pool's loop answers ([`systemd`]); D-Bus callers read properties and call
 //! `Scale` or `Reload` ([`bus`]), which the `sockherd
-//! status|scale|reload|restart` commands wrap; Prometheus scrapes it
+//! status|scale|reload|restart|monit` commands wrap; Prometheus scrapes it
 //! ([`metrics`]). Logs go to the journal with per-worker fields ([`log`]).
 //!
 //! SIGHUP, `systemctl reload` or D-Bus `Reload` roll the workers over, new
@@ -62,7 +62,7 @@ use clap::Parser;
 use tracing::level_filters::LevelFilter;
 
 use cli::{Cli, Command};
-use commands::{control, manual, serve, unit};
+use commands::{control, import, logs, manual, monit, serve, unit};
 use conn::shared::exec_listen;
 use print::errln;
 
@@ -121,8 +121,11 @@ pub fn run() -> ExitCode {
             code
         }
         Command::Control(command) => control::run(command, &runtime),
+        Command::Monit(args) => monit::run(&args, &runtime),
+        Command::Logs(args) => logs::run(&args),
         Command::ExecListen(args) => exec_listen(args.command),
         Command::Unit(args) => unit::run(&args),
+        Command::Import(args) => import::run(&args),
         Command::Completions(args) => manual::completions(&args),
         Command::Manpage(args) => manual::manpages(&args),
     }

@@ -1,8 +1,8 @@
 //! The D-Bus interface and the CLI on top of it, end to end.
 //!
-//! Each test starts its own `dbus-daemon` (the system bus's default policy
-//! plus `packaging/dbus/io.sockherd.conf`, on a socket in a temporary
-//! directory), the real `sockherd serve` with the `hello` example as its
+//! Each test starts its own `dbus-daemon` ([`Daemon`]: the system bus's
+//! default policy plus `packaging/dbus/io.sockherd.conf`, on a socket in a
+//! temporary directory), the real `sockherd serve` with the `hello` example as its
 //! worker on 127.0.0.1, and drives them with the real `busctl`, `dbus-send`,
 //! `curl` and `sockherd` commands. Signals are watched by a zbus client on its
 //! own thread. Calls as an unprivileged user run through `setpriv` as
@@ -10,12 +10,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,84 +24,6 @@ use serde_json::Value as Json;
 const PATH: &str = "/io/sockherd/Manager";
 const IFACE: &str = "io.sockherd.Manager1";
 const NOBODY: u32 = 65534;
-
-/// A private bus with the system bus's rules and sockherd's policy file.
-struct Daemon {
-    /// The `dbus-daemon` process, killed on drop.
-    child: Child,
-    /// What clients connect to, as the daemon printed it.
-    address: String,
-    /// Holds the config and the socket.
-    dir: TempDir,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = TempDir::new();
-        // nobody must reach the bus socket inside.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod the temporary directory");
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/dbus/io.sockherd.conf");
-        let config = dir.path().join("bus.conf");
-        std::fs::write(
-            &config,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path={dir}/bus</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                dir = dir.path().display(),
-                policy = policy.display()
-            ),
-        )
-        .expect("write the bus config");
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dbus-daemon must be installed (Debian: dbus-daemon)");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("dbus-daemon's stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the bus address");
-        let address = line.trim().to_owned();
-        assert!(address.starts_with("unix:"), "bus address {address:?}");
-        Daemon {
-            child,
-            address,
-            dir,
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A running `sockherd serve` on the daemon's bus: the harness's
 /// [`Manager`], which it derefs to, and how to reach it.
@@ -408,6 +328,7 @@ fn properties_and_list_workers() {
             .join(" ")
     };
     assert!(line("ListWorkers").starts_with(".ListWorkers method - a(uusuttt)"));
+    assert!(line("ListWorkerDetails").starts_with(".ListWorkerDetails method - a(uusuttttt)"));
     assert!(line("ScaleBy").starts_with(".ScaleBy method i u"));
     assert!(line("Scale").starts_with(".Scale method u -"));
     assert!(line("RestartWorker").starts_with(".RestartWorker method u -"));
@@ -439,6 +360,30 @@ fn properties_and_list_workers() {
     assert_eq!(manager.property("Connections"), 3);
     let dispatched: u64 = manager.workers().iter().map(|w| w.connections).sum();
     assert_eq!(dispatched, 3);
+
+    // The details: ListWorkers' fields, then open connections and CPU time.
+    let details = manager
+        .call("ListWorkerDetails", &[])
+        .expect("ListWorkerDetails");
+    let rows = details[0].as_array().expect("an array of workers");
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let listed = workers
+            .iter()
+            .find(|w| Some(u64::from(w.pid)) == row[1].as_u64());
+        assert!(listed.is_some(), "{row}: a worker ListWorkers lists");
+        assert_eq!(row.as_array().map(Vec::len), Some(9), "{row}");
+        assert!(row[8].as_u64().is_some(), "CPU time: {row}");
+    }
+    let handed: u64 = rows.iter().filter_map(|row| row[6].as_u64()).sum();
+    assert_eq!(handed, 3);
+    // hello reports every close: nothing stays open once the answers are in.
+    manager.wait_until("every connection closed", |m| {
+        let details = m.call("ListWorkerDetails", &[]).expect("ListWorkerDetails");
+        details[0]
+            .as_array()
+            .is_some_and(|rows| rows.iter().all(|row| row[7].as_u64() == Some(0)))
+    });
 }
 
 #[test]

@@ -40,6 +40,25 @@ pub(crate) struct WorkerRow {
     pub connections: u64,
 }
 
+/// One row of `ListWorkerDetails`, signature `(uusuttttt)`: a row of
+/// `ListWorkers`, then what a live view needs besides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub(crate) struct WorkerDetails {
+    pub id: u32,
+    pub pid: u32,
+    pub state: String,
+    pub restarts: u32,
+    pub started_usec: u64,
+    pub rss_bytes: u64,
+    /// Connections dispatched to this process.
+    pub connections: u64,
+    /// Of those, the ones it has not reported closed (0 for a worker that
+    /// never reports closes).
+    pub open: u64,
+    /// CPU time it used (user + system), µs: two readings make a CPU share.
+    pub cpu_usec: u64,
+}
+
 /// `GaveUp`: the ids of the slots that gave up, as decimal strings (the
 /// interface's `as` signature).
 pub(crate) fn gave_up(snapshot: &Snapshot) -> Vec<String> {
@@ -63,6 +82,32 @@ pub(crate) struct Manager {
     pub usage: Arc<usage::Cache>,
     /// Who may call the methods that change something.
     pub access: Access,
+}
+
+impl Manager {
+    /// Every worker process, with its memory and CPU time from the shared
+    /// readings (at most one sweep of `/proc` a second, off the event loop).
+    async fn details(&self) -> Result<Vec<WorkerDetails>, Error> {
+        let status = self.pool.ask(Request::Status).await?;
+        let pids = status.workers.iter().map(|w| w.pid).collect();
+        let usage = self.usage.of(pids).await;
+        Ok(status
+            .workers
+            .into_iter()
+            .zip(usage)
+            .map(|(w, usage)| WorkerDetails {
+                id: w.id,
+                pid: w.pid,
+                state: w.state,
+                restarts: w.restarts,
+                started_usec: w.started_usec,
+                rss_bytes: usage.map_or(0, |u| u.rss_bytes),
+                connections: w.connections,
+                open: w.open,
+                cpu_usec: usage.map_or(0, |u| u.cpu_usec),
+            })
+            .collect())
+    }
 }
 
 #[interface(
@@ -128,23 +173,26 @@ impl Manager {
     /// Every worker process: id, pid, state, restarts, start time (µs since
     /// the epoch), RSS bytes, connections dispatched.
     async fn list_workers(&self) -> Result<Vec<WorkerRow>, Error> {
-        let status = self.pool.ask(Request::Status).await?;
-        let pids = status.workers.iter().map(|w| w.pid).collect();
-        let usage = self.usage.of(pids).await;
-        Ok(status
-            .workers
+        Ok(self
+            .details()
+            .await?
             .into_iter()
-            .zip(usage)
-            .map(|(w, usage)| WorkerRow {
+            .map(|w| WorkerRow {
                 id: w.id,
                 pid: w.pid,
                 state: w.state,
                 restarts: w.restarts,
                 started_usec: w.started_usec,
-                rss_bytes: usage.map_or(0, |u| u.rss_bytes),
+                rss_bytes: w.rss_bytes,
                 connections: w.connections,
             })
             .collect())
+    }
+
+    /// `ListWorkers`' rows, each with the connections still open and the
+    /// CPU time used (µs).
+    async fn list_worker_details(&self) -> Result<Vec<WorkerDetails>, Error> {
+        self.details().await
     }
 
     /// The app's name (`--name`).

@@ -1,10 +1,15 @@
 //! The command line: `sockherd serve` runs a cluster; `status`, `scale`,
-//! `reload` and `restart` talk to one; `unit` writes the systemd units for
-//! one; `completions` (and the hidden `manpage`) document them all.
+//! `reload` and `restart` talk to one, `monit` watches them live and `logs`
+//! reads their journal; `unit` writes the systemd units for one, and
+//! `import` those of a PM2 ecosystem file; `completions` (and the hidden
+//! `manpage`) document them all.
 
 pub(crate) mod config;
 pub(crate) mod control;
+pub(crate) mod import;
+pub(crate) mod logs;
 pub(crate) mod manual;
+pub(crate) mod monit;
 pub(crate) mod serve;
 pub(crate) mod unit;
 pub(crate) mod values;
@@ -12,7 +17,10 @@ pub(crate) mod values;
 use clap::{Parser, Subcommand};
 
 use control::ControlCommand;
+use import::ImportArgs;
+use logs::LogsArgs;
 use manual::{CompletionsArgs, ManpageArgs};
+use monit::MonitArgs;
 use serve::{ExecListen, Serve};
 use unit::UnitArgs;
 
@@ -33,12 +41,19 @@ pub(crate) enum Command {
     Serve(Box<Serve>),
     #[command(flatten)]
     Control(ControlCommand),
+    /// Watch apps live: workers, CPU, memory, connections, events; reload,
+    /// scale and restart from the keyboard.
+    Monit(MonitArgs),
+    /// Print an app's log from the journal, or one worker's (`-f` follows).
+    Logs(LogsArgs),
     /// Internal: how a `--policy none` worker is started. Sets `LISTEN_PID`
     /// (and `WATCHDOG_PID`) to this process's pid, then execs COMMAND in place.
     #[command(name = crate::conn::shared::EXEC_LISTEN, hide = true)]
     ExecListen(ExecListen),
     /// Print the systemd units that run an app (NAME.socket, NAME.service), or install them.
     Unit(Box<UnitArgs>),
+    /// Print the units of every app in a PM2 ecosystem file, or install them.
+    Import(Box<ImportArgs>),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Write the man pages into a directory (packaging uses it).

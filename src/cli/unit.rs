@@ -81,6 +81,16 @@ pub(crate) struct UnitArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_max_memory)]
     pub max_memory: Option<String>,
 
+    /// A new worker not ready within this is killed and restarted (the
+    /// manager's default: 10s; PM2's listen_timeout).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ready_timeout: Option<Duration>,
+
+    /// Crashes of one worker within 5 minutes after which it gives up (the
+    /// manager's default: 16; PM2's max_restarts).
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<u32>,
+
     /// journald's rate limit for the app (LogRateLimitIntervalSec=): past
     /// --log-rate-limit-burst lines within this interval, journald drops the
     /// app's lines until the interval ends, and logs how many. 0 turns the

@@ -11,8 +11,8 @@
 //! it is read from `/proc` when the worker runs on this host (its start time
 //! there matches the one the manager reports), and is `-` otherwise.
 
-mod client;
-mod table;
+pub(super) mod client;
+pub(super) mod table;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -79,7 +79,7 @@ async fn execute(command: ControlCommand) -> Result<ExitCode, String> {
 
 /// A manager's error as one line: its message, and the error's name when it
 /// is not one of sockherd's own.
-fn explain(e: Error) -> String {
+pub(super) fn explain(e: Error) -> String {
     match e {
         Error::InvalidArgs(m) | Error::Busy(m) | Error::AccessDenied(m) | Error::Failed(m) => m,
         Error::ZBus(zbus::Error::MethodError(name, Some(message), _)) => {

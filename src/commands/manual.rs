@@ -34,9 +34,11 @@ crashed workers with backoff, and is steered over D\-Bus
 (\fIio.sockherd.NAME\fR, object \fI/io/sockherd/Manager\fR, interface
 \fIio.sockherd.Manager1\fR) by \fBsockherd status\fR, \fBscale\fR,
 \fBreload\fR and \fBrestart\fR, by \fBsystemctl reload\fR and by
-\fBbusctl\fR.
+\fBbusctl\fR; \fBsockherd monit\fR watches and steers them live, and
+\fBsockherd logs\fR reads their journal.
 .PP
-\fBsockherd unit\fR writes the systemd units of an app. Each command has a
+\fBsockherd unit\fR writes the systemd units of an app, and \fBsockherd
+import\fR those of every app in a PM2 ecosystem file. Each command has a
 page of its own, listed below.
 "#;
 
@@ -61,7 +63,16 @@ systemctl enable \-\-now myapp.socket
 sockherd status myapp
 sockherd scale myapp +2
 systemctl reload myapp
-journalctl \-u myapp \-t myapp/3
+sockherd monit
+sockherd logs myapp \-\-worker 3 \-f
+.fi
+.RE
+.PP
+Move the apps of a PM2 ecosystem file over:
+.PP
+.RS
+.nf
+sockherd import ecosystem.config.js \-\-env production \-\-install
 .fi
 .RE
 .SH FILES
@@ -80,6 +91,7 @@ The README, the documentation (docs/) and the example units (examples/).
 .SH SEE ALSO
 \fBsockherd\-serve\fR(1), \fBsockherd\-unit\fR(1), \fBsockherd\-status\fR(1),
 \fBsockherd\-scale\fR(1), \fBsockherd\-reload\fR(1), \fBsockherd\-restart\fR(1),
+\fBsockherd\-monit\fR(1), \fBsockherd\-logs\fR(1), \fBsockherd\-import\fR(1),
 \fBsystemd.socket\fR(5), \fBsystemd.service\fR(5), \fBsystemd.exec\fR(5),
 \fBbusctl\fR(1), \fBjournalctl\fR(1)
 "#;
@@ -182,6 +194,9 @@ mod tests {
             "sockherd-serve.1",
             "sockherd-unit.1",
             "sockherd-status.1",
+            "sockherd-monit.1",
+            "sockherd-logs.1",
+            "sockherd-import.1",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),

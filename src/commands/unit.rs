@@ -13,7 +13,7 @@
 //! (V8 writes code, then executes it) and `ProtectHome=` is relaxed to
 //! read-only when the app lives in a home directory.
 
-mod quote;
+pub(super) mod quote;
 mod render;
 
 use std::fs;
@@ -30,7 +30,20 @@ pub(crate) const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
 
 /// Runs `sockherd unit`: prints the units, or writes and installs them.
 pub(crate) fn run(args: &UnitArgs) -> ExitCode {
-    let result = render(args).and_then(|units| match (&args.output, args.install) {
+    match emit(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            errln!("sockherd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the units of `args`, or writes them (`--output`), or installs them
+/// (`--install`); `sockherd import` does this for every app it imports.
+pub(crate) fn emit(args: &UnitArgs) -> Result<(), String> {
+    let units = render(args)?;
+    match (&args.output, args.install) {
         (Some(dir), _) => write(dir, &args.name, &units, args.force).and_then(|paths| {
             paths
                 .iter()
@@ -38,13 +51,6 @@ pub(crate) fn run(args: &UnitArgs) -> ExitCode {
         }),
         (None, true) => install(args, &units),
         (None, false) => outln!("{}\n{}", units.socket, units.service),
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            errln!("sockherd: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -41,6 +41,7 @@
 //! own and measure the manager meanwhile run [`alone`]: no other test runs a
 //! manager while they do, as when each had a binary (and a lock) of its own.
 
+mod bus;
 mod client;
 pub mod load;
 mod manager;
@@ -48,6 +49,7 @@ mod procfs;
 mod start;
 mod turns;
 
+pub use bus::*;
 pub use client::*;
 pub use manager::*;
 pub use procfs::*;

@@ -248,6 +248,40 @@ cx journalctl -u app.service -t app/3 -o cat --no-pager >"$STATE/worker3.txt"
 check "journalctl -u app.service -t app/3 shows worker 3's lines only" \
   sh -c 'grep -q "^worker 3 says hello" "$1" && ! grep -q "^worker [012] says" "$1"' sh "$STATE/worker3.txt"
 
+# sockherd logs: the same journal, PM2's way (`ID|app | line`).
+cx sockherd logs app -n all >"$STATE/logs-app.txt" 2>&1
+logs_all_workers() {
+  local i
+  for i in 0 1 2 3; do
+    grep -qE "^[0-9-]+ [0-9:.]+ +$i\|app +\| worker $i says hello on stdout$" "$1" &&
+      grep -qE "^[0-9-]+ [0-9:.]+ +$i\|sockherd +\| worker $i \(pid [0-9]+\) is ready" "$1" || return 1
+  done
+}
+check "sockherd logs app: each worker's lines and the manager's events, with the worker's id" \
+  logs_all_workers "$STATE/logs-app.txt"
+cx sockherd logs app --worker 1 -n all >"$STATE/logs-w1.txt" 2>&1
+logs_worker_1() {
+  grep -qE " 1\|app +\| worker 1 says hello on stdout$" "$1" &&
+    grep -qE " 1\|app +\| worker 1 says hello on stderr$" "$1" &&
+    grep -qE " 1\|sockherd +\| worker 1 \(pid [0-9]+\) is ready" "$1" &&
+    ! grep -vqE "^[0-9-]+ [0-9:.]+ +1\|" "$1"
+}
+check "sockherd logs app --worker 1: worker 1's lines and the manager's events about it, nothing else" \
+  logs_worker_1 "$STATE/logs-w1.txt"
+logs_none() {
+  cx sockherd logs no-such-app >"$1" 2>&1
+  test $? = 1 && grep -q '"no-such-app" has no entries in the journal: it does not log there' "$1"
+}
+check "sockherd logs of an app with no journal entries says it does not log there (exit 1)" \
+  logs_none "$STATE/logs-none.txt"
+since_bad() { cx sockherd logs app --since "not a time" >/dev/null 2>&1; test $? = 2; }
+check "sockherd logs --since garbage is bad input (exit 2)" since_bad
+# Follows worker 2 while it crashes (below): its exit and restart appear as they happen.
+cx timeout 60 sockherd logs app --worker 2 -f -n 0 >"$STATE/logs-follow.txt" 2>&1 &
+follow=$!
+follow_ready() { cx sh -c 'pgrep -f "journalctl .*SYSLOG_IDENTIFIER=app/2" >/dev/null'; }
+eventually follow_ready
+
 # ------------------------------------------------------------ 5. a worker crash
 victim=$(awk '$1 == 2 { print $2; exit }' "$STATE/rr.txt")
 cx kill -KILL "$victim"
@@ -257,6 +291,14 @@ check "journal: worker-exited with SOCKHERD_EXIT_SIGNAL=9 for pid $victim, a war
   journal_has "select(.SOCKHERD_EVENT == \"worker-exited\" and .SOCKHERD_WORKER_PID == \"$victim\"
                       and .SOCKHERD_EXIT_SIGNAL == \"9\" and .SOCKHERD_EXIT_CODE == null and .PRIORITY == \"4\")"
 check "the service itself was not restarted (NRestarts=0)" test "$(prop NRestarts)" = 0
+follow_saw_crash() {
+  grep -qE " 2\|sockherd +\| worker 2 \(pid $victim\) .*SIGKILL" "$1" &&
+    grep -qE " 2\|app +\| worker 2 says hello on stdout$" "$1"
+}
+check "sockherd logs app --worker 2 -f: worker 2's crash and its new worker's first line, as they happen" \
+  eventually follow_saw_crash "$STATE/logs-follow.txt"
+kill "$follow" 2>/dev/null
+wait "$follow" 2>/dev/null
 
 # ------------------------------------------------------------ 6. reload (SIGHUP)
 # SIGHUP starts a reload and does not wait for it, so poll for its end.

@@ -441,7 +441,10 @@ fn a_queue_consumer_runs_under_node_ipc() {
     assert!(manager.stop().success());
     let log = manager.log_text();
     for pid in &first {
-        assert!(log.contains(&format!("consumer stopping pid={pid}")), "{log}");
+        assert!(
+            log.contains(&format!("consumer stopping pid={pid}")),
+            "{log}"
+        );
     }
     let exits = manager.events("worker-exited");
     assert_eq!(exits.len(), 4);

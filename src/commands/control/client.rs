@@ -11,7 +11,7 @@ use crate::bus::plan::{bus_name, Bus, NAME_PREFIX};
 use crate::cli::control::Target;
 
 /// A connection to one bus, and what is needed to find managers on it.
-pub(super) struct Client {
+pub(in crate::commands) struct Client {
     /// Our own connection to the bus.
     connection: Connection,
     /// Which bus, for messages.
@@ -19,7 +19,7 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) async fn connect(target: &Target) -> Result<Client, String> {
+    pub(in crate::commands) async fn connect(target: &Target) -> Result<Client, String> {
         let bus = target.bus();
         let builder = match &bus {
             Bus::System => zbus::connection::Builder::system(),
@@ -32,8 +32,14 @@ impl Client {
         Ok(Client { connection, bus })
     }
 
+    /// The connection itself, for what the methods here do not cover
+    /// (subscribing to signals).
+    pub(in crate::commands) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     /// The well-known names of every manager on the bus, sorted.
-    pub(super) async fn names(&self) -> Result<Vec<String>, String> {
+    pub(in crate::commands) async fn names(&self) -> Result<Vec<String>, String> {
         let dbus = DBusProxy::new(&self.connection)
             .await
             .map_err(|e| format!("cannot talk to {}: {e}", self.bus))?;
@@ -51,13 +57,16 @@ impl Client {
 
     /// The manager of `app` (its `--name`, or its full bus name), or an error
     /// that lists the apps there are.
-    pub(super) async fn manager(&self, app: &str) -> Result<ManagerProxy<'static>, String> {
+    pub(in crate::commands) async fn manager(
+        &self,
+        app: &str,
+    ) -> Result<ManagerProxy<'static>, String> {
         let name = self.resolve(app).await?;
         self.proxy(&name).await
     }
 
     /// The bus name of `app`'s manager, if it is on the bus.
-    pub(super) async fn resolve(&self, app: &str) -> Result<String, String> {
+    pub(in crate::commands) async fn resolve(&self, app: &str) -> Result<String, String> {
         let name = if app.starts_with(NAME_PREFIX) {
             app.to_owned()
         } else {
@@ -83,7 +92,10 @@ impl Client {
     }
 
     /// A proxy for the manager that owns `name`.
-    pub(super) async fn proxy(&self, name: &str) -> Result<ManagerProxy<'static>, String> {
+    pub(in crate::commands) async fn proxy(
+        &self,
+        name: &str,
+    ) -> Result<ManagerProxy<'static>, String> {
         let destination =
             BusName::try_from(name.to_owned()).map_err(|e| format!("{name:?}: {e}"))?;
         ManagerProxy::builder(&self.connection)

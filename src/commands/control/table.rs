@@ -123,7 +123,7 @@ pub(super) fn cpu_percent(pid: u32, started_usec: u64, now_usec: u64) -> Option<
 }
 
 /// `512B`, `3.4MiB`: one word, so the table splits on whitespace.
-fn human_bytes(bytes: u64) -> String {
+pub(in crate::commands) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes}B");
@@ -138,7 +138,7 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 /// `42s`, `5m`, `3h`, `2d`, as PM2 shows uptime.
-fn human_duration(secs: u64) -> String {
+pub(in crate::commands) fn human_duration(secs: u64) -> String {
     match secs {
         0..=59 => format!("{secs}s"),
         60..=3599 => format!("{}m", secs / 60),

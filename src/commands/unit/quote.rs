@@ -45,7 +45,7 @@ pub(super) fn quote(text: &str) -> String {
 }
 
 /// A word as a POSIX shell reads it back: bare when safe, else single-quoted.
-pub(super) fn shell_quote(word: &str) -> String {
+pub(in crate::commands) fn shell_quote(word: &str) -> String {
     let safe = !word.is_empty()
         && word.chars().all(|c| {
             c.is_ascii_alphanumeric()
