@@ -70,7 +70,7 @@ fi
 for f in "$DEB1" "$DEB2" "$ROOT/target/release/examples/hello"; do
   [ -e "$f" ] || { echo "FAIL: $f is missing"; exit 1; }
 done
-cp "$DEB1" "$DEB2" "$ROOT/target/release/examples/hello" "$ROOT/tests/fixtures/node/hello.js" "$SHARE/"
+cp "$DEB1" "$DEB2" "$ROOT/target/release/examples/hello" "$ROOT/tests/fixtures/node/graceful.js" "$SHARE/"
 DEB1=/opt/sockherd/${DEB1##*/}
 DEB2=/opt/sockherd/${DEB2##*/}
 
@@ -150,7 +150,7 @@ check "bash completion loads and completes sockherd's commands" completion
 cx install -D -m 755 /opt/sockherd/hello /usr/local/lib/sockherd/hello
 check "sockherd unit hello --install" \
   quietly cx sockherd unit hello --listen 8080 --workers 2 --install -- /usr/local/lib/sockherd/hello
-cx install -D -m 644 /opt/sockherd/hello.js /srv/nodeapp/app.js
+cx install -D -m 644 /opt/sockherd/graceful.js /srv/nodeapp/app.js
 check "sockherd unit nodeapp --install (a Node.js app: -- node app.js)" \
   quietly cx sockherd unit nodeapp --listen 8081 --workers 2 --working-directory /srv/nodeapp \
   --environment PORT=8081 --environment NODE_ENV=production --install -- node app.js
@@ -200,13 +200,27 @@ check "journalctl -u hello: the D-Bus calls, with who made them" \
   journal_says "D-Bus: Scale(2) from uid $(cx id -u alice) (group sockherd)"
 check "journalctl -u hello: worker lines and events" grep -q "worker 2 .* ready" "$STATE/journal-hello.txt"
 
-check "the first connection starts nodeapp and a Node.js worker answers" answers 8081 '^hello pid=[0-9]* url=/$'
+check "the first connection starts nodeapp and a Node.js worker answers" answers 8081 '^done pid=[0-9]* ms=0$'
 check "nodeapp: 2 Node.js workers answer" n_pids_is 8081 4 2
 check "sockherd scale nodeapp 3" quietly cx sockherd scale nodeapp 3
 check "3 Node.js workers answer" n_pids_is 8081 6 3
 check "systemctl reload nodeapp succeeds" cx systemctl reload nodeapp.service
 node_ready() { cx journalctl -u nodeapp.service -o json --no-pager | jq -r 'select(.SOCKHERD_EVENT == "worker-ready") | .SOCKHERD_APP' | grep -qx nodeapp; }
 check "nodeapp's journal has its workers' ready events" node_ready
+# The app (tests/fixtures/node/graceful.js) closes its server in its SIGTERM
+# handler and exits 0 once it has: under systemd too, the handler runs with
+# the server open, and the drain is reported as one.
+node_says() { test "$(cx journalctl -u nodeapp.service -o cat --no-pager | grep -cE "$1")" -ge "$2"; }
+check "the 3 old Node.js workers ran their SIGTERM handlers with their servers open" \
+  eventually node_says 'SIGTERM handler ran pid=[0-9]+ listening=true$' 3
+check "... closed their servers without an error" eventually node_says '^server closed pid=' 3
+node_drained() {
+  test "$(cx journalctl -u nodeapp.service -o json --no-pager |
+    jq -r 'select(.SOCKHERD_EVENT == "worker-exited" and .SOCKHERD_EXIT_CODE == "0" and .PRIORITY == "6") | .SOCKHERD_WORKER_ID' |
+    wc -l)" -ge 3
+}
+check "... and exited 0: worker-exited, priority 6 (drained)" eventually node_drained
+check "no Node.js worker's server.close() failed" not node_says 'server.close failed' 1
 # Why the Node.js unit leaves MemoryDenyWriteExecute= off: node under it.
 node_under() {
   cx systemd-run --quiet --wait --pipe --collect -p "MemoryDenyWriteExecute=$1" \
