@@ -145,7 +145,7 @@ for policy in $POLICIES; do
         recv=$(per_conn "$table" recvmsg recvmmsg recvfrom)
         wait_=$(per_conn "$table" epoll_wait epoll_pwait epoll_pwait2)
         other=$(awk -v t="$total" -v a="$accept" -v s="$send" -v c="$close" -v r="$recv" -v w="$wait_" \
-            'BEGIN {o = t - a - s - c - r - w; printf "%.2f", o > 0 ? o : 0}')
+            'BEGIN {o = t - a - s - c - r - w; printf "%.2f", (o > 0 ? o : 0)}')
         ROWS+=("$policy|$clients|$ir|$total|$accept|$send|$close|$recv|$wait_|$other")
     done
 done

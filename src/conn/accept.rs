@@ -1,12 +1,13 @@
 //! The accept loop: one task per listening socket, from `accept()` to dispatch.
 //!
-//! Each loop accepts as many connections as the kernel has queued, hands each to
-//! the [`Dispatcher`], and closes its own copy. Accepted sockets are
+//! Each loop accepts as many connections as the kernel has queued (up to what
+//! one message to a worker holds), hands them to the [`Dispatcher`]
+//! together, which closes its own copies. Accepted sockets are
 //! close-on-exec (no worker inherits another's connection by accident) and
 //! blocking: what a worker gets is what its own `accept()` would have given it.
 //!
-//! Backpressure lives here. When no worker is ready, the loop holds the one
-//! connection it has and stops calling `accept()`: the kernel's backlog (or
+//! Backpressure lives here. When no worker is ready, the loop holds the
+//! connections it has and stops calling `accept()`: the kernel's backlog (or
 //! systemd's, for an activated socket) holds the rest, and nothing is refused
 //! while the queue has room. It resumes as soon as a worker joins the ring.
 //!
@@ -14,6 +15,7 @@
 //! died holding it) come back to the loop of the socket they were accepted on,
 //! and go out again before anything new is accepted.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
@@ -31,8 +33,9 @@ use super::socket::Socket;
 use crate::shutdown::Token;
 use crate::sockets::listener::Listener;
 
-/// Connections accepted in one go before yielding to other tasks, so a busy
-/// socket cannot starve the pool's event handling.
+/// Connections accepted in one go before they are handed over and other
+/// tasks get their turn, so a busy socket cannot starve the pool's event
+/// handling (fewer when one message to a worker holds fewer).
 const BATCH: usize = 64;
 
 /// How long to back off when the process or system is out of descriptors or memory.
@@ -74,28 +77,29 @@ async fn run(
     // SAFETY: `listener` owns the fd and outlives `fd`, which is dropped first
     // when this function returns.
     let fd = unsafe { AsyncFd::register(listener.fd.as_raw_fd()) }.map_err(std::io::Error::from)?;
+    let batch = BATCH.min(socket.batch);
+    // Connections accepted and not handed over yet: empty between wake-ups.
+    let mut conns = VecDeque::with_capacity(batch);
     loop {
         tokio::select! {
             biased;
             _ = stop.requested() => return Ok(()),
             Some(conn) = returned.recv() => {
-                if !hand_over(conn, &socket, &dispatcher, &mut stop).await {
+                conns.push_back(conn);
+                if !hand_over(&mut conns, &socket, &dispatcher, &mut stop).await {
                     return Ok(());
                 }
             }
             guard = fd.readable() => {
                 let mut guard = guard?;
                 let mut queue_left = true;
-                for _ in 0..BATCH {
+                let mut pause = false;
+                let accepted = Instant::now();
+                while conns.len() < batch {
                     match accept4(listener.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                         Ok(raw) => {
                             // SAFETY: accept4 just returned this fd; nothing else owns it.
-                            let conn = unsafe { OwnedFd::from_raw_fd(raw) };
-                            let accepted = Instant::now();
-                            if !hand_over(conn, &socket, &dispatcher, &mut stop).await {
-                                return Ok(());
-                            }
-                            dispatcher.stats.dispatched(accepted.elapsed());
+                            conns.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
                         }
                         Err(Errno::EAGAIN) => {
                             guard.clear_ready();
@@ -112,18 +116,27 @@ async fn run(
                                 "cannot accept on {}: {}; pausing {} ms",
                                 listener.local, e.desc(), RESOURCE_BACKOFF.as_millis()
                             );
-                            sleep(RESOURCE_BACKOFF).await;
+                            pause = true;
                             break;
                         }
                         Err(e) => {
                             dispatcher.stats.accept_error();
                             tracing::error!(socket = %listener.local, "accept on {} failed: {}", listener.local, e.desc());
-                            sleep(RESOURCE_BACKOFF).await;
+                            pause = true;
                             break;
                         }
                     }
                 }
-                if queue_left {
+                let count = conns.len() as u64;
+                if count > 0 {
+                    if !hand_over(&mut conns, &socket, &dispatcher, &mut stop).await {
+                        return Ok(());
+                    }
+                    dispatcher.stats.dispatched(count, accepted.elapsed());
+                }
+                if pause {
+                    sleep(RESOURCE_BACKOFF).await;
+                } else if queue_left {
                     // A full batch: let the pool's events in before the next one.
                     tokio::task::yield_now().await;
                 }
@@ -132,44 +145,40 @@ async fn run(
     }
 }
 
-/// Delivers one accepted connection, waiting (without accepting more) until a
-/// worker can take it. Returns false if the manager is stopping meanwhile; the
-/// connection is then closed, which the client sees as a reset.
+/// Delivers accepted connections, waiting (without accepting more) until
+/// workers can take them all. Returns false if the manager is stopping
+/// meanwhile; the connections are then closed, which their clients see as a
+/// reset.
 async fn hand_over(
-    conn: OwnedFd,
+    conns: &mut VecDeque<OwnedFd>,
     socket: &Socket,
     dispatcher: &Dispatcher,
     stop: &mut Token,
 ) -> bool {
-    let mut conn = conn;
-    // Set at the first stall: the clock is read only when a connection waits.
+    // Set at the first stall: the clock is read only when connections wait.
     let mut waiting_since: Option<Instant> = None;
     loop {
         let spill = waiting_since.is_some_and(|since| since.elapsed() >= STICKY_PATIENCE);
-        let dispatched = if spill {
-            dispatcher.dispatch_spilling(conn, socket)
-        } else {
-            dispatcher.dispatch(conn, socket)
-        };
-        match dispatched {
+        let stall = match dispatcher.dispatch_all(conns, socket, spill) {
             Ok(()) => return true,
-            Err((back, stall)) => {
-                conn = back;
-                waiting_since.get_or_insert_with(Instant::now);
-                let wait = async {
-                    match stall {
-                        Stall::NoneReady => dispatcher.joined().await,
-                        Stall::AllBusy => tokio::select! {
-                            _ = dispatcher.joined() => {}
-                            _ = sleep(BUSY_RETRY) => {}
-                        },
-                    }
-                };
-                tokio::select! {
-                    _ = stop.requested() => return false,
-                    _ = wait => {}
-                }
+            Err(stall) => stall,
+        };
+        waiting_since.get_or_insert_with(Instant::now);
+        let wait = async {
+            match stall {
+                Stall::NoneReady => dispatcher.joined().await,
+                Stall::AllBusy => tokio::select! {
+                    _ = dispatcher.joined() => {}
+                    _ = sleep(BUSY_RETRY) => {}
+                },
             }
+        };
+        tokio::select! {
+            _ = stop.requested() => {
+                conns.clear();
+                return false;
+            }
+            _ = wait => {}
         }
     }
 }

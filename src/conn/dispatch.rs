@@ -12,6 +12,13 @@
 //! no worker can take it does the connection come back to the accept loop,
 //! which holds it and stops accepting until one can (see [`super::accept`]).
 //!
+//! Connections come in batches: whatever one wake-up of an accept loop found.
+//! Each is given its worker in turn, as if it came alone; those going to a
+//! native worker are then sent together, in one message when the worker
+//! speaks protocol version 2, and the manager's copies closed together
+//! ([`super::close`]). A worker found busy or broken when its batch is sent
+//! gets none of it, and the batch goes to the others.
+//!
 //! How a connection reaches a worker is its route's [`Transport`]: the native
 //! channel hands it over in one datagram; a Node.js worker
 //! ([`super::node`]) takes one at a time, only from the sockets its app
@@ -24,14 +31,16 @@
 //! broken ones, stalling when nobody can take it — is the same for all.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use nix::sys::socket::{getpeername, SockaddrStorage};
 
 use tokio::sync::{mpsc, Notify};
 
+use super::close::close_all;
 use super::peer::Refused;
 use super::policy::{self, Candidate, Policy};
 use super::socket::Socket;
@@ -158,6 +167,9 @@ impl Dispatcher {
 
     /// A worker became ready: it starts receiving connections now.
     pub(crate) fn join(&self, route: Rc<Route>) {
+        route
+            .transport
+            .need_closes(self.policy.get().goes_by_closes());
         let mut ring = self.ring.borrow_mut();
         let at = ring.partition_point(|r| (r.id, r.serial) < (route.id, route.serial));
         if at < self.next.get() {
@@ -179,9 +191,13 @@ impl Dispatcher {
         }
     }
 
-    /// Sets the policy for the connections dispatched from now on.
+    /// Sets the policy for the connections dispatched from now on, and
+    /// tells the ready workers whether it goes by their closes.
     pub(crate) fn set_policy(&self, policy: Policy) {
         self.policy.set(policy);
+        for route in self.ring.borrow().iter() {
+            route.transport.need_closes(policy.goes_by_closes());
+        }
     }
 
     pub(crate) fn total(&self) -> u64 {
@@ -195,32 +211,66 @@ impl Dispatcher {
 
     /// Hands `conn`, accepted on `socket`, to the first ready worker in the
     /// policy's order that serves that socket and can take it now. On success
-    /// the connection belongs to the worker's transport; otherwise it comes
-    /// back intact.
+    /// the connection belongs to the worker; otherwise it comes back intact.
+    #[cfg(test)]
+    pub(crate) fn dispatch(&self, conn: OwnedFd, socket: &Socket) -> Result<(), (OwnedFd, Stall)> {
+        let mut conns = VecDeque::from([conn]);
+        match self.dispatch_all(&mut conns, socket, false) {
+            Ok(()) => Ok(()),
+            Err(stall) => match conns.pop_front() {
+                Some(conn) => Err((conn, stall)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Hands each of `conns`, all accepted on `socket`, to the first ready
+    /// worker in the policy's order that serves that socket and can take it
+    /// now; the manager's copies of those handed over are closed. If one
+    /// cannot be placed, it and those after it stay in `conns`, in order,
+    /// and the error says why.
     ///
     /// Under ip-hash a client's worker that is busy is waited for (the
-    /// connection comes back with [`Stall::AllBusy`]) rather than passed over,
-    /// so the client stays put; see [`Dispatcher::dispatch_spilling`].
-    pub(crate) fn dispatch(&self, conn: OwnedFd, socket: &Socket) -> Result<(), (OwnedFd, Stall)> {
-        self.dispatch_with(conn, socket, false)
-    }
-
-    /// Like [`Dispatcher::dispatch`], but under ip-hash a client whose worker
-    /// is busy goes to its next choice: for a connection that has waited long
-    /// enough, so one stuck worker cannot hold up a whole socket.
-    pub(crate) fn dispatch_spilling(
+    /// connection stays with [`Stall::AllBusy`]) rather than passed over,
+    /// so the client stays put — unless `spill`: for connections that have
+    /// waited long enough, so one stuck worker cannot hold up a whole socket.
+    pub(crate) fn dispatch_all(
         &self,
-        conn: OwnedFd,
+        conns: &mut VecDeque<OwnedFd>,
         socket: &Socket,
-    ) -> Result<(), (OwnedFd, Stall)> {
-        self.dispatch_with(conn, socket, true)
+        spill: bool,
+    ) -> Result<(), Stall> {
+        let mut round = Round::default();
+        loop {
+            let mut stall = None;
+            while let Some(conn) = conns.pop_front() {
+                if let Err((conn, why)) = self.place(conn, socket, spill, &mut round) {
+                    conns.push_front(conn);
+                    stall = Some(why);
+                    break;
+                }
+            }
+            let bounced = self.send_staged(socket, &mut round, conns);
+            if conns.is_empty() {
+                close_all(&mut round.sent);
+                return Ok(());
+            }
+            // What a busy or broken worker did not take goes to the others.
+            if !bounced {
+                close_all(&mut round.sent);
+                return Err(stall.unwrap_or(Stall::AllBusy));
+            }
+        }
     }
 
-    fn dispatch_with(
+    /// Gives `conn` its worker: offered at once to a transport that takes
+    /// connections one by one, staged in `round` for one that batches.
+    fn place(
         &self,
         conn: OwnedFd,
         socket: &Socket,
         spill: bool,
+        round: &mut Round,
     ) -> Result<(), (OwnedFd, Stall)> {
         let policy = self.policy.get();
         let client = match policy {
@@ -252,27 +302,39 @@ impl Dispatcher {
         let mut gone = Vec::new();
         for at in order {
             let route = Rc::clone(&self.ring.borrow()[at]);
-            match route.transport.offer(conn, socket) {
-                Ok(()) => {
-                    route.dispatched.set(route.dispatched.get() + 1);
-                    self.total.set(self.total.get() + 1);
-                    self.next.set(at + 1);
-                    self.forget(gone);
-                    return Ok(());
+            let refused = if round.busy.contains(&route.serial) {
+                Refused::Busy
+            } else if route.transport.batches() {
+                round.stage(&route, conn);
+                route.dispatched.set(route.dispatched.get() + 1);
+                self.next.set(at + 1);
+                self.forget(gone);
+                return Ok(());
+            } else {
+                match route.transport.offer(conn, socket) {
+                    Ok(()) => {
+                        route.dispatched.set(route.dispatched.get() + 1);
+                        self.total.set(self.total.get() + 1);
+                        self.next.set(at + 1);
+                        self.forget(gone);
+                        return Ok(());
+                    }
+                    Err((back, refused)) => {
+                        conn = back;
+                        refused
+                    }
                 }
-                Err((back, Refused::Busy)) => {
-                    conn = back;
+            };
+            match refused {
+                Refused::Busy => {
                     serving = true;
                     if sticky {
                         break;
                     }
                 }
-                Err((back, Refused::NotListening)) => conn = back,
-                Err((back, Refused::Gone)) => {
-                    // The worker died between two connections: try the next one.
-                    conn = back;
-                    gone.push(route.serial);
-                }
+                Refused::NotListening => {}
+                // The worker died between two connections: try the next one.
+                Refused::Gone => gone.push(route.serial),
             }
         }
         self.forget(gone);
@@ -284,12 +346,82 @@ impl Dispatcher {
         Err((conn, stall))
     }
 
+    /// Sends what `round` staged, one worker at a time. A worker that is
+    /// busy or broken takes none of what was left for it: that goes back to
+    /// the front of `conns`, and the worker is passed over for the rest of the
+    /// round. Returns whether anything went back.
+    fn send_staged(
+        &self,
+        socket: &Socket,
+        round: &mut Round,
+        conns: &mut VecDeque<OwnedFd>,
+    ) -> bool {
+        let mut bounced = false;
+        let mut gone = Vec::new();
+        for (route, mut fds) in round.staged.drain(..) {
+            let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+            let (mut sent, mut refused) = (0, None);
+            for chunk in raw.chunks(socket.batch) {
+                let (took, why) = route.transport.send_conns(chunk, socket);
+                sent += took;
+                if why.is_some() {
+                    refused = why;
+                    break;
+                }
+            }
+            self.total.set(self.total.get() + sent as u64);
+            let back = fds.split_off(sent);
+            round.sent.append(&mut fds);
+            let Some(refused) = refused else {
+                continue;
+            };
+            route
+                .dispatched
+                .set(route.dispatched.get() - back.len() as u64);
+            for conn in back.into_iter().rev() {
+                conns.push_front(conn);
+            }
+            bounced = true;
+            round.busy.push(route.serial);
+            if refused == Refused::Gone {
+                gone.push(route.serial);
+            }
+        }
+        self.forget(gone);
+        bounced
+    }
+
     /// Drops workers whose channel broke under dispatch from the ring, and
     /// tells the pool.
     fn forget(&self, gone: Vec<u64>) {
         for serial in gone {
             self.leave(serial);
             let _ = self.broken.send(serial);
+        }
+    }
+}
+
+/// One call of [`Dispatcher::dispatch_all`]: the connections staged for the
+/// workers that take them in batches, those handed over, and the workers
+/// passed over for the rest of it.
+#[derive(Default)]
+struct Round {
+    staged: Vec<(Rc<Route>, Vec<OwnedFd>)>,
+    /// The manager's copies of connections handed over, to be closed.
+    sent: Vec<OwnedFd>,
+    /// Serials of workers found busy or broken when their batch was sent.
+    busy: Vec<u64>,
+}
+
+impl Round {
+    fn stage(&mut self, route: &Rc<Route>, conn: OwnedFd) {
+        match self
+            .staged
+            .iter_mut()
+            .find(|(r, _)| r.serial == route.serial)
+        {
+            Some((_, fds)) => fds.push(conn),
+            None => self.staged.push((Rc::clone(route), vec![conn])),
         }
     }
 }

@@ -32,7 +32,7 @@ use super::usage::Usage;
 use super::worker::Process;
 use super::{Outcome, Pool};
 use crate::conn::channel::{self, Channel};
-use crate::conn::dispatch::Dispatcher;
+use crate::conn::dispatch::{Dispatcher, Route};
 use crate::conn::notice::{Garbage, Notice};
 use crate::conn::policy::Policy;
 use crate::conn::transport::{Protocol, Transport};
@@ -91,7 +91,11 @@ impl Launch for FakeLauncher {
                 signals,
                 tasks: Vec::new(),
             },
-            transport: Transport::Native(Rc::new(Channel::new(manager)?)),
+            route: Rc::new(Route::new(
+                serial,
+                id,
+                Transport::Native(Rc::new(Channel::new(manager)?)),
+            )),
         })
     }
 
