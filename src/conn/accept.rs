@@ -16,8 +16,10 @@
 //! and go out again before anything new is accepted.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -80,13 +82,17 @@ async fn run(
     let batch = BATCH.min(socket.batch);
     // Connections accepted and not handed over yet: empty between wake-ups.
     let mut conns = VecDeque::with_capacity(batch);
+    // Made once: a new one for every wake-up would cost more than the
+    // wake-up's dispatch.
+    let stopped = stop.requested();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            _ = stop.requested() => return Ok(()),
+            _ = &mut stopped => return Ok(()),
             Some(conn) = returned.recv() => {
                 conns.push_back(conn);
-                if !hand_over(&mut conns, &socket, &dispatcher, &mut stop).await {
+                if !hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await {
                     return Ok(());
                 }
             }
@@ -129,7 +135,7 @@ async fn run(
                 }
                 let count = conns.len() as u64;
                 if count > 0 {
-                    if !hand_over(&mut conns, &socket, &dispatcher, &mut stop).await {
+                    if !hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await {
                         return Ok(());
                     }
                     dispatcher.stats.dispatched(count, accepted.elapsed());
@@ -153,7 +159,7 @@ async fn hand_over(
     conns: &mut VecDeque<OwnedFd>,
     socket: &Socket,
     dispatcher: &Dispatcher,
-    stop: &mut Token,
+    mut stopped: Pin<&mut impl Future<Output = ()>>,
 ) -> bool {
     // Set at the first stall: the clock is read only when connections wait.
     let mut waiting_since: Option<Instant> = None;
@@ -174,7 +180,7 @@ async fn hand_over(
             }
         };
         tokio::select! {
-            _ = stop.requested() => {
+            _ = &mut stopped => {
                 conns.clear();
                 return false;
             }

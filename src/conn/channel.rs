@@ -18,14 +18,13 @@
 //! gathered (`CLOSED_REPORTS=each` or `lazy`, [`Channel::set_reports`]).
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::cmsg_space;
 use nix::errno::Errno;
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -136,13 +135,13 @@ impl Channel {
                 text.push(b'\n');
             }
             text.pop();
-            return match self.try_send_with(&text, &[ControlMessage::ScmRights(fds)]) {
+            return match self.try_send_with(&text, fds) {
                 Ok(()) => (fds.len(), None),
                 Err(e) => (0, Some(e)),
             };
         }
         for (sent, fd) in fds.iter().enumerate() {
-            if let Err(e) = self.try_send_with(line, &[ControlMessage::ScmRights(&[*fd])]) {
+            if let Err(e) = self.try_send_with(line, &[*fd]) {
                 return (sent, Some(e));
             }
         }
@@ -173,10 +172,8 @@ impl Channel {
         Ok(())
     }
 
-    fn try_send_with(&self, message: &[u8], cmsg: &[ControlMessage<'_>]) -> Result<(), SendError> {
-        let iov = [IoSlice::new(message)];
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        match sendmsg::<()>(self.raw_fd(), &iov, cmsg, flags, None) {
+    fn try_send_with(&self, message: &[u8], fds: &[RawFd]) -> Result<(), SendError> {
+        match send_with_fds(self.raw_fd(), message, fds) {
             Ok(_) => Ok(()),
             // ETOOMANYREFS: the kernel's cap on descriptors in flight was
             // hit; ENOBUFS, ENOMEM: the kernel is short of memory for a
@@ -215,6 +212,51 @@ impl Channel {
             }
         }
     }
+}
+
+/// Room for the control message of the most descriptors one message carries,
+/// `CMSG_SPACE(253 * sizeof(int))`: 1,032 bytes on Linux, aligned for its header.
+const FDS_SPACE: usize = 130;
+
+/// Sends `text` with `fds` attached (`SCM_RIGHTS`), without waiting or
+/// raising SIGPIPE. The control message is built on the stack: nothing is
+/// allocated per message.
+fn send_with_fds(channel: RawFd, text: &[u8], fds: &[RawFd]) -> Result<(), Errno> {
+    use nix::libc;
+    let mut space = [0u64; FDS_SPACE];
+    let mut iov = libc::iovec {
+        iov_base: text.as_ptr().cast_mut().cast(),
+        iov_len: text.len(),
+    };
+    // SAFETY: a msghdr of zeroes is a valid empty one.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let bytes = std::mem::size_of_val(fds) as u32;
+        // SAFETY: pure arithmetic on a length.
+        let (space_len, data_len) = unsafe { (libc::CMSG_SPACE(bytes), libc::CMSG_LEN(bytes)) };
+        if space_len as usize > std::mem::size_of_val(&space) {
+            return Err(Errno::EINVAL);
+        }
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = space_len as usize;
+        // SAFETY: msg_control points to `space`, which holds a header and
+        // `fds` (checked above); CMSG_FIRSTHDR and CMSG_DATA stay inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = data_len as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+        }
+    }
+    // SAFETY: `msg` and what it points to live until the call returns.
+    let sent = unsafe { libc::sendmsg(channel, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
 }
 
 /// Reads one datagram: `None` if the worker hung up, else what it said.
@@ -271,7 +313,8 @@ fn peer_hung_up(fd: RawFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::socket::UnixAddr;
+    use nix::sys::socket::{sendmsg, UnixAddr};
+    use std::io::IoSlice;
 
     #[tokio::test]
     async fn an_empty_message_is_not_the_end() {

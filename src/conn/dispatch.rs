@@ -125,6 +125,9 @@ pub(crate) struct Dispatcher {
     pub stats: Stats,
     /// Every listening socket, by index.
     sockets: RefCell<Vec<Rc<Socket>>>,
+    /// What one call of [`Dispatcher::dispatch_all`] works with, kept from
+    /// one to the next so that a batch allocates nothing.
+    round: RefCell<Round>,
 }
 
 impl Dispatcher {
@@ -138,6 +141,7 @@ impl Dispatcher {
             total: Cell::new(0),
             stats: Stats::default(),
             sockets: RefCell::new(Vec::new()),
+            round: RefCell::new(Round::default()),
         }
     }
 
@@ -240,7 +244,8 @@ impl Dispatcher {
         socket: &Socket,
         spill: bool,
     ) -> Result<(), Stall> {
-        let mut round = Round::default();
+        let mut round = self.round.borrow_mut();
+        round.busy.clear();
         loop {
             let mut stall = None;
             while let Some(conn) = conns.pop_front() {
@@ -358,8 +363,11 @@ impl Dispatcher {
     ) -> bool {
         let mut bounced = false;
         let mut gone = Vec::new();
-        for (route, mut fds) in round.staged.drain(..) {
-            let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let mut staged = std::mem::take(&mut round.staged);
+        let mut raw = std::mem::take(&mut round.raw);
+        for (route, mut fds) in staged.drain(..) {
+            raw.clear();
+            raw.extend(fds.iter().map(AsRawFd::as_raw_fd));
             let (mut sent, mut refused) = (0, None);
             for chunk in raw.chunks(socket.batch) {
                 let (took, why) = route.transport.send_conns(chunk, socket);
@@ -370,23 +378,24 @@ impl Dispatcher {
                 }
             }
             self.total.set(self.total.get() + sent as u64);
-            let back = fds.split_off(sent);
-            round.sent.append(&mut fds);
-            let Some(refused) = refused else {
-                continue;
-            };
-            route
-                .dispatched
-                .set(route.dispatched.get() - back.len() as u64);
-            for conn in back.into_iter().rev() {
-                conns.push_front(conn);
+            round.sent.extend(fds.drain(..sent));
+            if let Some(refused) = refused {
+                route
+                    .dispatched
+                    .set(route.dispatched.get() - fds.len() as u64);
+                for conn in fds.drain(..).rev() {
+                    conns.push_front(conn);
+                }
+                bounced = true;
+                round.busy.push(route.serial);
+                if refused == Refused::Gone {
+                    gone.push(route.serial);
+                }
             }
-            bounced = true;
-            round.busy.push(route.serial);
-            if refused == Refused::Gone {
-                gone.push(route.serial);
-            }
+            round.spare.push(fds);
         }
+        round.staged = staged;
+        round.raw = raw;
         self.forget(gone);
         bounced
     }
@@ -403,10 +412,15 @@ impl Dispatcher {
 
 /// One call of [`Dispatcher::dispatch_all`]: the connections staged for the
 /// workers that take them in batches, those handed over, and the workers
-/// passed over for the rest of it.
+/// passed over for the rest of it. Its vectors are emptied, not dropped, so
+/// their room serves the next call.
 #[derive(Default)]
 struct Round {
     staged: Vec<(Rc<Route>, Vec<OwnedFd>)>,
+    /// Emptied vectors of `staged`, for the next workers staged for.
+    spare: Vec<Vec<OwnedFd>>,
+    /// The descriptor numbers of one worker's batch.
+    raw: Vec<RawFd>,
     /// The manager's copies of connections handed over, to be closed.
     sent: Vec<OwnedFd>,
     /// Serials of workers found busy or broken when their batch was sent.
@@ -421,7 +435,11 @@ impl Round {
             .find(|(r, _)| r.serial == route.serial)
         {
             Some((_, fds)) => fds.push(conn),
-            None => self.staged.push((Rc::clone(route), vec![conn])),
+            None => {
+                let mut fds = self.spare.pop().unwrap_or_default();
+                fds.push(conn);
+                self.staged.push((Rc::clone(route), fds));
+            }
         }
     }
 }
