@@ -103,6 +103,50 @@ fn least_conn_sends_new_connections_away_from_a_busy_worker() {
     );
 }
 
+#[test]
+fn after_a_reload_into_least_conn_the_workers_report_each_close_at_once() {
+    // Under rr the workers gather their closes for up to a second; least-conn
+    // needs them at once, or a worker that just served a connection still
+    // counts it and ties with one holding a slow request.
+    let dir = TempDir::new();
+    let config = dir.path().join("app.toml");
+    std::fs::write(&config, "policy = \"rr\"\n").expect("write the config file");
+    let manager = serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "-w",
+            "2",
+            "--config",
+            config.to_str().expect("a UTF-8 path"),
+        ],
+        &hello(),
+    );
+    let addr = manager.listening(1).remove(0);
+    manager.wait_ready(2);
+    std::fs::write(&config, "policy = \"least-conn\"\n").expect("write the config file");
+    manager.signal(Signal::SIGHUP);
+    let reloads = manager.wait_events("reload-finished", 1);
+    assert!(reloads[0].line.contains("ok=true"), "{reloads:?}");
+
+    // One worker holds a slow request; the quick ones go to the other.
+    let slow = send(&addr, "/slow?ms=5000").expect("send a slow request");
+    let client = slow.local.expect("a TCP client");
+    wait_for("a worker to read the slow request", || {
+        request_taken(tcp(&addr), client).then_some(())
+    });
+    let quick: Vec<u32> = (0..20).map(|_| hit(&addr).0).collect();
+    let mut by_worker = BTreeMap::new();
+    for id in &quick {
+        *by_worker.entry(*id).or_insert(0) += 1;
+    }
+    let most = by_worker.values().copied().max().unwrap_or(0);
+    assert!(
+        most >= 18,
+        "least-conn spread quick requests over the busy worker too: {quick:?}"
+    );
+}
+
 /// Which worker (id, pid) serves each of `clients`, asking `times` times;
 /// fails unless every client got one worker every time.
 fn sticky_map(

@@ -453,3 +453,211 @@ fn peer_ip(conn: &OwnedFd) -> Option<IpAddr> {
     }
     addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{IoSlice, IoSliceMut};
+    use std::os::fd::AsFd;
+
+    use nix::cmsg_space;
+    use nix::sys::socket::{recvmsg, sendmsg, ControlMessageOwned, MsgFlags, SockType};
+
+    use super::*;
+    use crate::conn::channel::{self, Channel};
+    use crate::sockets::listener::Local;
+
+    /// A fake worker: the other end of a real channel, and its route.
+    struct Worker {
+        end: OwnedFd,
+        route: Rc<Route>,
+    }
+
+    impl Worker {
+        /// Worker `id` on a new channel, speaking protocol `version`.
+        async fn new(id: u32, version: u32) -> Worker {
+            let (manager, end) = channel::pair(SockType::SeqPacket).expect("a channel");
+            let channel = Rc::new(Channel::new(manager).expect("register the channel"));
+            if version > 1 {
+                let said = format!("READY=1\nPROTOCOL={version}");
+                sendmsg::<()>(
+                    end.as_raw_fd(),
+                    &[IoSlice::new(said.as_bytes())],
+                    &[],
+                    MsgFlags::empty(),
+                    None,
+                )
+                .expect("say READY=1");
+                let notice = channel.recv().await.expect("read").expect("a message");
+                assert_eq!(notice.expect("a notice").protocol, Some(version));
+            }
+            let route = Rc::new(Route::new(u64::from(id), id, Transport::Native(channel)));
+            Worker { end, route }
+        }
+
+        /// Every message waiting for the worker: its text and how many
+        /// descriptors came with it.
+        fn received(&self) -> Vec<(String, usize)> {
+            let mut messages = Vec::new();
+            loop {
+                let mut text = [0u8; 4096];
+                let mut iov = [IoSliceMut::new(&mut text)];
+                let mut space = cmsg_space!([RawFd; 253]);
+                let Ok(msg) = recvmsg::<()>(
+                    self.end.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+                ) else {
+                    return messages;
+                };
+                let mut fds = 0;
+                for cmsg in msg.cmsgs().expect("control messages") {
+                    if let ControlMessageOwned::ScmRights(received) = cmsg {
+                        fds += received.len();
+                        for fd in received {
+                            nix::unistd::close(fd).expect("close a received fd");
+                        }
+                    }
+                }
+                let len = msg.bytes;
+                messages.push((String::from_utf8_lossy(&text[..len]).into_owned(), fds));
+            }
+        }
+    }
+
+    /// A dispatcher with `workers` in its ring under `policy`, and a socket.
+    fn dispatcher(policy: Policy, workers: &[&Worker]) -> (Dispatcher, Rc<Socket>) {
+        let (broken, _) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher::new(broken);
+        dispatcher.set_policy(policy);
+        for worker in workers {
+            dispatcher.join(Rc::clone(&worker.route));
+        }
+        let (socket, _returns) = dispatcher.add_socket("http", Local::UnixUnnamed);
+        (dispatcher, socket)
+    }
+
+    /// `n` connections (the manager's ends), and their clients.
+    fn conns(n: usize) -> (VecDeque<OwnedFd>, Vec<OwnedFd>) {
+        (0..n)
+            .map(|_| channel::pair(SockType::Stream).expect("a connection"))
+            .unzip()
+    }
+
+    fn conn(message: &str, fds: usize) -> (String, usize) {
+        (message.to_owned(), fds)
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_to_each_worker_of_version_2_in_one_message() {
+        let (w0, w1) = (Worker::new(0, 2).await, Worker::new(1, 2).await);
+        let (dispatcher, socket) = dispatcher(Policy::RoundRobin, &[&w0, &w1]);
+        let (mut batch, _clients) = conns(5);
+        assert_eq!(dispatcher.dispatch_all(&mut batch, &socket, false), Ok(()));
+        assert!(batch.is_empty());
+        // Told at joining that closes may come late under rr.
+        let lazy = conn("CLOSED_REPORTS=lazy", 0);
+        let three = "CONN=http\nCONN=http\nCONN=http";
+        assert_eq!(w0.received(), [lazy.clone(), conn(three, 3)]);
+        assert_eq!(w1.received(), [lazy, conn("CONN=http\nCONN=http", 2)]);
+        assert_eq!(
+            (w0.route.dispatched.get(), w1.route.dispatched.get()),
+            (3, 2)
+        );
+        assert_eq!(dispatcher.total(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_worker_of_version_1_gets_a_message_per_connection() {
+        let w0 = Worker::new(0, 1).await;
+        let (dispatcher, socket) = dispatcher(Policy::RoundRobin, &[&w0]);
+        let (mut batch, _clients) = conns(3);
+        assert_eq!(dispatcher.dispatch_all(&mut batch, &socket, false), Ok(()));
+        // Nothing it does not speak: no CLOSED_REPORTS, one fd a message.
+        assert_eq!(w0.received(), vec![conn("CONN=http", 1); 3]);
+    }
+
+    #[tokio::test]
+    async fn a_full_worker_is_passed_over_and_its_share_goes_to_the_others() {
+        let (w0, w1) = (Worker::new(0, 2).await, Worker::new(1, 2).await);
+        let (dispatcher, socket) = dispatcher(Policy::RoundRobin, &[&w0, &w1]);
+        let Transport::Native(full) = &w0.route.transport else {
+            unreachable!("a native worker")
+        };
+        while full.try_send(b"FILLER=1").is_ok() {}
+        let (mut batch, _clients) = conns(4);
+        assert_eq!(dispatcher.dispatch_all(&mut batch, &socket, false), Ok(()));
+        assert_eq!(
+            (w0.route.dispatched.get(), w1.route.dispatched.get()),
+            (0, 4)
+        );
+        // Its own share, then what worker 0 could not take.
+        let fds: usize = w1.received().iter().map(|(_, fds)| fds).sum();
+        assert_eq!(fds, 4);
+    }
+
+    #[tokio::test]
+    async fn with_no_worker_ready_the_batch_stays_whole_and_in_order() {
+        let (dispatcher, socket) = dispatcher(Policy::RoundRobin, &[]);
+        let (mut batch, _clients) = conns(3);
+        let before: Vec<RawFd> = batch.iter().map(AsRawFd::as_raw_fd).collect();
+        assert_eq!(
+            dispatcher.dispatch_all(&mut batch, &socket, false),
+            Err(Stall::NoneReady)
+        );
+        let after: Vec<RawFd> = batch.iter().map(AsRawFd::as_raw_fd).collect();
+        assert_eq!(before, after);
+        for conn in &batch {
+            assert!(
+                nix::fcntl::fcntl(conn.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).is_ok()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn least_conn_counts_a_batch_as_it_goes() {
+        let (w0, w1) = (Worker::new(0, 2).await, Worker::new(1, 2).await);
+        let (dispatcher, socket) = dispatcher(Policy::LeastConn, &[&w0, &w1]);
+        w0.route.dispatched.set(2);
+        let (mut batch, _clients) = conns(4);
+        assert_eq!(dispatcher.dispatch_all(&mut batch, &socket, false), Ok(()));
+        // 2:0, then 2:1, 2:2, a tie (round-robin: worker 0), then 3:2.
+        assert_eq!(
+            (w0.route.dispatched.get(), w1.route.dispatched.get()),
+            (3, 3)
+        );
+        // A worker reports each close until told otherwise: nothing to say.
+        assert_eq!(w1.received(), [conn("CONN=http\nCONN=http\nCONN=http", 3)]);
+    }
+
+    #[tokio::test]
+    async fn workers_of_version_2_hear_whether_the_policy_goes_by_closes() {
+        let (w0, w1) = (Worker::new(0, 2).await, Worker::new(1, 1).await);
+        let (dispatcher, _socket) = dispatcher(Policy::RoundRobin, &[&w0, &w1]);
+        assert_eq!(w0.received(), [conn("CLOSED_REPORTS=lazy", 0)]);
+        dispatcher.set_policy(Policy::LeastConn);
+        assert_eq!(w0.received(), [conn("CLOSED_REPORTS=each", 0)]);
+        // Said once, not again for the same policy.
+        dispatcher.set_policy(Policy::LeastConn);
+        assert!(w0.received().is_empty());
+        // A worker of version 1 reports each close anyway, and hears nothing.
+        assert!(w1.received().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_channel_was_full_hears_of_the_policy_with_its_next_connections() {
+        let w0 = Worker::new(0, 2).await;
+        let (dispatcher, socket) = dispatcher(Policy::RoundRobin, &[&w0]);
+        let Transport::Native(full) = &w0.route.transport else {
+            unreachable!("a native worker")
+        };
+        while full.try_send(b"FILLER=1").is_ok() {}
+        dispatcher.set_policy(Policy::LeastConn);
+        let mut got = w0.received();
+        assert!(!got.contains(&conn("CLOSED_REPORTS=each", 0)));
+        let (mut batch, _clients) = conns(1);
+        assert_eq!(dispatcher.dispatch_all(&mut batch, &socket, false), Ok(()));
+        got = w0.received();
+        assert_eq!(got, [conn("CLOSED_REPORTS=each", 0), conn("CONN=http", 1)]);
+    }
+}
