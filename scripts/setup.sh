@@ -4,7 +4,8 @@
 #   in a container (systemd-container pinned to the installed systemd version,
 #   so installing it does not upgrade the host's systemd);
 # - dbus, curl, python3, openssl, nodejs: real peers the tests talk to;
-# - wrk: the benchmarks' load generator.
+# - wrk: the benchmarks' load generator; valgrind and strace: what
+#   bench/dispatch-cost.sh counts with.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ fi
 
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in mmdebstrap dbus curl python3 openssl wrk procps iproute2; do
+for pkg in mmdebstrap dbus curl python3 openssl wrk valgrind strace procps iproute2; do
     have "$pkg" || need+=("$pkg")
 done
 command -v node >/dev/null || need+=(nodejs)
