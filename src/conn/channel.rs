@@ -84,14 +84,22 @@ pub(crate) struct Channel {
     told: Cell<Reports>,
     /// How it should; told with its next message when the two differ.
     wanted: Cell<Reports>,
-    /// Where its messages are read into, kept from one to the next.
-    inbox: RefCell<Inbox>,
 }
 
-#[derive(Debug)]
+/// Where messages from workers are read into: one for every channel of the
+/// thread (the event loop's), since a message is parsed before the next is
+/// read, rather than 4 KiB per worker, or zeroed for each message.
 struct Inbox {
+    /// One byte more than a message may have, to tell one too long.
     text: Box<[u8]>,
     space: Vec<u8>,
+}
+
+thread_local! {
+    static INBOX: RefCell<Inbox> = RefCell::new(Inbox {
+        text: vec![0; MAX_MESSAGE + 1].into_boxed_slice(),
+        space: cmsg_space!([RawFd; 8]),
+    });
 }
 
 impl Channel {
@@ -106,11 +114,6 @@ impl Channel {
             version: Cell::new(FIRST_VERSION),
             told: Cell::new(Reports::Each),
             wanted: Cell::new(Reports::Each),
-            inbox: RefCell::new(Inbox {
-                // One byte more than a message may have, to tell one too long.
-                text: vec![0; MAX_MESSAGE + 1].into_boxed_slice(),
-                space: cmsg_space!([RawFd; 8]),
-            }),
         })
     }
 
@@ -192,8 +195,9 @@ impl Channel {
     pub(crate) async fn recv(&self) -> io::Result<Option<Result<Notice, Garbage>>> {
         loop {
             let mut guard = self.fd.readable().await?;
-            let read = guard
-                .try_io(|fd| recv_datagram(fd.get_ref().as_raw_fd(), &mut self.inbox.borrow_mut()));
+            let read = guard.try_io(|fd| {
+                INBOX.with_borrow_mut(|inbox| recv_datagram(fd.get_ref().as_raw_fd(), inbox))
+            });
             match read {
                 Ok(Ok(None)) => return Ok(None),
                 Ok(Ok(Some(said))) => {
