@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::net::{Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -385,4 +385,32 @@ fn workers_of_either_protocol_version_serve_many_clients_at_once() {
             (open_connections(&metrics) == 0.0).then_some(())
         });
     }
+}
+
+#[test]
+fn while_no_worker_is_ready_the_manager_accepts_one_connection_and_leaves_the_rest_queued() {
+    // Accepting in batches must not take in more than it can hand over:
+    // what the manager holds is reset when it stops, what is queued in a
+    // socket systemd passed waits for the next manager.
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let addr = socket.local_addr().expect("the socket's address");
+    let mut manager = serve_activated(
+        &[("http", socket.as_raw_fd())],
+        &[],
+        &["-w", "1", "--kill-timeout", "1s"],
+        &rogue(&["never-ready"]),
+    );
+    manager.wait_events("worker-started", 1);
+    let _clients: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    manager.signal(Signal::SIGTERM);
+    assert!(manager.wait_exit().success());
+    // Our copy of the socket still has what the manager did not accept.
+    socket
+        .set_nonblocking(true)
+        .expect("make the socket non-blocking");
+    let queued = std::iter::from_fn(|| socket.accept().ok()).count();
+    assert_eq!(queued, 4, "the manager took in more than the one it held");
 }

@@ -6,10 +6,14 @@
 //! close-on-exec (no worker inherits another's connection by accident) and
 //! blocking: what a worker gets is what its own `accept()` would have given it.
 //!
-//! Backpressure lives here. When no worker is ready, the loop holds the
-//! connections it has and stops calling `accept()`: the kernel's backlog (or
+//! Backpressure lives here. When no worker can take a connection, the loop
+//! holds what it has and stops calling `accept()`: the kernel's backlog (or
 //! systemd's, for an activated socket) holds the rest, and nothing is refused
-//! while the queue has room. It resumes as soon as a worker joins the ring.
+//! while the queue has room. It resumes as soon as a worker joins the ring
+//! or has room again. What it holds is one connection when no worker was
+//! ready or the last hand-over had to wait, so that a manager stopping
+//! then resets one client, not a batch of them; at most a batch when the
+//! workers filled up in the middle of one.
 //!
 //! Connections a worker hands back undelivered (a Node.js app refused one, or
 //! died holding it) come back to the loop of the socket they were accepted on,
@@ -82,6 +86,9 @@ async fn run(
     let batch = BATCH.min(socket.batch);
     // Connections accepted and not handed over yet: empty between wake-ups.
     let mut conns = VecDeque::with_capacity(batch);
+    // The last hand-over had to wait for a worker: accept one at a time
+    // until one goes through at once.
+    let mut waited = false;
     // Made once: a new one for every wake-up would cost more than the
     // wake-up's dispatch.
     let stopped = stop.requested();
@@ -92,8 +99,9 @@ async fn run(
             _ = &mut stopped => return Ok(()),
             Some(conn) = returned.recv() => {
                 conns.push_back(conn);
-                if !hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await {
-                    return Ok(());
+                match hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await {
+                    Handed::Stopped => return Ok(()),
+                    handed => waited = handed == Handed::AfterWaiting,
                 }
             }
             guard = fd.readable() => {
@@ -101,7 +109,8 @@ async fn run(
                 let mut queue_left = true;
                 let mut pause = false;
                 let accepted = Instant::now();
-                while conns.len() < batch {
+                let limit = if waited || !dispatcher.any_ready() { 1 } else { batch };
+                while conns.len() < limit {
                     match accept4(listener.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                         Ok(raw) => {
                             // SAFETY: accept4 just returned this fd; nothing else owns it.
@@ -135,8 +144,9 @@ async fn run(
                 }
                 let count = conns.len() as u64;
                 if count > 0 {
-                    if !hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await {
-                        return Ok(());
+                    match hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await {
+                        Handed::Stopped => return Ok(()),
+                        handed => waited = handed == Handed::AfterWaiting,
                     }
                     dispatcher.stats.dispatched(count, accepted.elapsed());
                 }
@@ -151,22 +161,33 @@ async fn run(
     }
 }
 
+/// How [`hand_over`] went.
+#[derive(Debug, PartialEq, Eq)]
+enum Handed {
+    /// Every connection went to a worker at once.
+    AtOnce,
+    /// Every connection went to a worker, some after waiting for one.
+    AfterWaiting,
+    /// The manager is stopping: the connections were closed.
+    Stopped,
+}
+
 /// Delivers accepted connections, waiting (without accepting more) until
-/// workers can take them all. Returns false if the manager is stopping
-/// meanwhile; the connections are then closed, which their clients see as a
-/// reset.
+/// workers can take them all. If the manager is stopping meanwhile, the
+/// connections are closed, which their clients see as a reset.
 async fn hand_over(
     conns: &mut VecDeque<OwnedFd>,
     socket: &Socket,
     dispatcher: &Dispatcher,
     mut stopped: Pin<&mut impl Future<Output = ()>>,
-) -> bool {
+) -> Handed {
     // Set at the first stall: the clock is read only when connections wait.
     let mut waiting_since: Option<Instant> = None;
     loop {
         let spill = waiting_since.is_some_and(|since| since.elapsed() >= STICKY_PATIENCE);
         let stall = match dispatcher.dispatch_all(conns, socket, spill) {
-            Ok(()) => return true,
+            Ok(()) if waiting_since.is_some() => return Handed::AfterWaiting,
+            Ok(()) => return Handed::AtOnce,
             Err(stall) => stall,
         };
         waiting_since.get_or_insert_with(Instant::now);
@@ -182,7 +203,7 @@ async fn hand_over(
         tokio::select! {
             _ = &mut stopped => {
                 conns.clear();
-                return false;
+                return Handed::Stopped;
             }
             _ = wait => {}
         }

@@ -208,6 +208,11 @@ impl Dispatcher {
         self.total.get()
     }
 
+    /// Whether any worker is ready (in the ring), busy or not.
+    pub(crate) fn any_ready(&self) -> bool {
+        !self.ring.borrow().is_empty()
+    }
+
     /// Resolves the next time a worker joins the ring.
     pub(crate) async fn joined(&self) {
         self.joined.notified().await;
