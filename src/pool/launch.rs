@@ -54,7 +54,8 @@ const MESSAGES_PER_SECOND: u32 = 10_000;
 /// Something that happened to a worker, reported by the tasks watching it.
 #[derive(Debug)]
 pub(crate) enum WorkerEvent {
-    /// It said something on its channel.
+    /// It said something on its channel (but closes, which its reader
+    /// counts on the route itself).
     Notice(u64, Notice),
     /// It broke the protocol; it is replaced.
     Garbage(u64, Garbage),
