@@ -195,6 +195,8 @@ with open(sys.argv[2], "w") as out:
 # milliseconds) and READY_CPU_MS (the manager's CPU time until then). Needs
 # SOCKHERD. No D-Bus (--bus none): the control plane plays no part in
 # dispatch, and a session bus where the script runs must not change the result.
+# Two optional arrays change the command: SERVE_WRAP runs it under another
+# program that keeps its pid (valgrind), SERVE_ARGS adds to `serve`'s flags.
 start_sockherd() {
     local name=$1 port=$2 workers=$3 log=$4 sock ready t0 t1 deadline=$((SECONDS + 60)) manager
     shift 5
@@ -209,8 +211,8 @@ start_sockherd() {
         sleep 0.02
     done
     t0=$EPOCHREALTIME
-    NOTIFY_SOCKET=$sock "$SOCKHERD" serve --bus none --log stderr --listen "127.0.0.1:$port" \
-        --workers "$workers" -- "$@" >>"$log" 2>&1 &
+    NOTIFY_SOCKET=$sock ${SERVE_WRAP[@]+"${SERVE_WRAP[@]}"} "$SOCKHERD" serve --bus none --log stderr \
+        --listen "127.0.0.1:$port" ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} --workers "$workers" -- "$@" >>"$log" 2>&1 &
     manager=$!
     track "$manager"
     until [[ -s $ready ]]; do

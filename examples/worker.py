@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """A complete sockherd worker in Python, standard library only.
 
-It speaks the native protocol (docs/protocol.md): the channel to the manager is
-the SOCK_SEQPACKET socket numbered SOCKHERD_CHANNEL_FD. The worker says
-READY=1; from then on each CONN=<socket name> message carries one accepted
-connection as its fd, and SHUTDOWN=1 means: no more connections will come,
-finish and exit 0. Every connection gets one minimal HTTP/1.1 answer naming the
-worker, and once it is closed the worker says CLOSED=1, which is how the
-manager's least-conn policy counts the connections each worker holds.
-Connections are served one at a time, to keep the example short.
+It speaks the native protocol (docs/protocol.md), version 2 when the manager
+does: the channel to the manager is the SOCK_SEQPACKET socket numbered
+SOCKHERD_CHANNEL_FD. The worker says READY=1 (with PROTOCOL=2 when
+SOCKHERD_PROTOCOL_MAX allows it); from then on each message brings one
+CONN=<socket name> line per accepted connection, each with its fd (one per
+message in version 1), and SHUTDOWN=1 means: no more connections will come,
+finish and exit 0. Every connection gets one minimal HTTP/1.1 answer naming
+the worker; once a message's connections are closed the worker says
+CLOSED=<n>, which is how the manager's least-conn policy counts the
+connections each worker holds. Connections are served one at a time, to keep
+the example short.
 
 Run it: sockherd serve --listen 127.0.0.1:8080 -- python3 examples/worker.py
 """
@@ -40,18 +43,24 @@ def main():
     channel = socket.socket(fileno=int(os.environ["SOCKHERD_CHANNEL_FD"]))
     worker_id = os.environ.get("SOCKHERD_WORKER_ID", "?")
     body = f"hello from python worker {worker_id} (pid {os.getpid()})\n".encode()
-    channel.send(b"READY=1")
+    newest = os.environ.get("SOCKHERD_PROTOCOL_MAX", "1")
+    speaks_2 = newest.isdigit() and int(newest) >= 2
+    channel.send(b"READY=1\nPROTOCOL=2" if speaks_2 else b"READY=1")
     while True:
-        message, fds, _flags, _addr = socket.recv_fds(channel, 4096, 1)
+        # Room for the most connections one message carries (version 2).
+        message, fds, _flags, _addr = socket.recv_fds(channel, 4096, 253)
         if not message:  # the manager closed the channel: it is gone
             return 0
+        closed = 0
         for line in message.decode(errors="replace").splitlines():
             key, _, value = line.partition("=")
-            if key == "CONN" and fds:
-                answer(socket.socket(fileno=fds.pop()), body)
-                channel.send(b"CLOSED=1")
+            if key == "CONN" and fds:  # the fds come in the order of the lines
+                answer(socket.socket(fileno=fds.pop(0)), body)
+                closed += 1
             elif key == "SHUTDOWN" and value == "1":
                 return 0
+        if closed:
+            channel.send(b"CLOSED=%d" % closed)
         for fd in fds:  # never expected; do not leak it
             os.close(fd)
 

@@ -7,7 +7,8 @@
 # - npm, and the npm packages the Node.js fixtures use
 #   (tests/fixtures/node/package-lock.json);
 # - tmux: the terminal `sockherd monit` is tested in;
-# - wrk: the benchmarks' load generator.
+# - wrk: the benchmarks' load generator; valgrind and strace: what
+#   bench/dispatch-cost.sh counts with.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -18,7 +19,7 @@ fi
 
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in mmdebstrap dbus curl python3 openssl wrk procps iproute2 tmux; do
+for pkg in mmdebstrap dbus curl python3 openssl wrk valgrind strace procps iproute2 tmux; do
     have "$pkg" || need+=("$pkg")
 done
 command -v node >/dev/null || need+=(nodejs)

@@ -1,12 +1,15 @@
 //! Dispatch: round-robin order, every kind of listening socket (bound with
-//! `--listen`, passed by systemd, passed by `systemd-socket-activate`), and
-//! what each worker is given.
+//! `--listen`, passed by systemd, passed by `systemd-socket-activate`), what
+//! each worker is given, and workers of both protocol versions served under
+//! concurrent load.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv6Addr, TcpListener};
+use std::ffi::OsString;
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use crate::common::load::Load;
 use crate::common::*;
 use nix::sys::signal::Signal;
 
@@ -336,4 +339,78 @@ fn the_python_example_serves() {
     );
     assert_eq!(manager.events("worker-exited").len(), 2);
     wait_gone(&pids);
+}
+
+/// `tests/fixtures/worker_v1.py`: a worker written for protocol version 1.
+fn version_1_worker() -> Vec<OsString> {
+    vec![
+        "python3".into(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/worker_v1.py")
+            .into(),
+    ]
+}
+
+/// The sum of `sockherd_worker_connections_open` over the workers.
+fn open_connections(metrics: &Addr) -> f64 {
+    let body = get(metrics, "/metrics").expect("scrape the metrics").body;
+    body.lines()
+        .filter(|line| line.starts_with("sockherd_worker_connections_open{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn workers_of_either_protocol_version_serve_many_clients_at_once() {
+    // Version 1: one connection per message, each close reported at once.
+    // Version 2 (the example): several per message, closes gathered under rr.
+    for (version, worker) in [(1, version_1_worker()), (2, python_worker())] {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let manager = serve(
+            &["--listen", "127.0.0.1:0", "-w", "2", "--metrics", &metrics],
+            &worker,
+        );
+        let addr = manager.listening(1).remove(0);
+        manager.wait_ready(2);
+        let Addr::Tcp(tcp) = addr else {
+            panic!("a TCP socket")
+        };
+        let load = Load::start(tcp, "/", 16);
+        load.wait_for_more(400);
+        load.stop()
+            .assert_no_failures(&format!("workers of version {version}"));
+        // Every close is counted in the end, however it was reported.
+        let metrics = Addr::Tcp(metrics.parse::<SocketAddr>().expect("an address"));
+        wait_for(&format!("version {version}: every close counted"), || {
+            (open_connections(&metrics) == 0.0).then_some(())
+        });
+    }
+}
+
+#[test]
+fn while_no_worker_is_ready_the_manager_accepts_one_connection_and_leaves_the_rest_queued() {
+    // Accepting in batches must not take in more than it can hand over:
+    // what the manager holds is reset when it stops, what is queued in a
+    // socket systemd passed waits for the next manager.
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let addr = socket.local_addr().expect("the socket's address");
+    let mut manager = serve_activated(
+        &[("http", socket.as_raw_fd())],
+        &[],
+        &["-w", "1", "--kill-timeout", "1s"],
+        &rogue(&["never-ready"]),
+    );
+    manager.wait_events("worker-started", 1);
+    let _clients: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    manager.signal(Signal::SIGTERM);
+    assert!(manager.wait_exit().success());
+    // Our copy of the socket still has what the manager did not accept.
+    socket
+        .set_nonblocking(true)
+        .expect("make the socket non-blocking");
+    let queued = std::iter::from_fn(|| socket.accept().ok()).count();
+    assert_eq!(queued, 4, "the manager took in more than the one it held");
 }

@@ -66,6 +66,8 @@ fn notice_line() -> impl Strategy<Value = String> {
         Just("STOPPING"),
         Just("WATCHDOG"),
         Just("STATUS"),
+        Just("CLOSED"),
+        Just("PROTOCOL"),
         Just("CONN"),
         Just("X_2"),
         Just("ready"),
@@ -76,6 +78,8 @@ fn notice_line() -> impl Strategy<Value = String> {
     let value = prop_oneof![
         Just("1".to_owned()),
         Just("0".to_owned()),
+        Just("2".to_owned()),
+        Just("3".to_owned()),
         Just(String::new()),
         Just("a=b".to_owned()),
         Just("1\r".to_owned()),

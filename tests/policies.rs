@@ -104,6 +104,64 @@ fn least_conn_sends_new_connections_away_from_a_busy_worker() {
     );
 }
 
+/// `workers` hello workers on a loopback port, their policy read from
+/// `app.toml` in `dir`, which says `policy` for now; ready. Returns the
+/// manager, its address and the file, which [`write_policy`] changes for a
+/// reload.
+fn serve_configured(dir: &TempDir, policy: &str, workers: u32) -> (Manager, Addr, PathBuf) {
+    let config = dir.path().join("app.toml");
+    write_policy(&config, policy);
+    let manager = serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "-w",
+            &workers.to_string(),
+            "--config",
+            config.to_str().expect("a UTF-8 path"),
+        ],
+        &hello(),
+    );
+    let addr = manager.listening(1).remove(0);
+    manager.wait_ready(workers);
+    (manager, addr, config)
+}
+
+/// Makes the config file say `policy`, for the next reload.
+fn write_policy(config: &Path, policy: &str) {
+    std::fs::write(config, format!("policy = \"{policy}\"\n")).expect("write the config file");
+}
+
+#[test]
+fn after_a_reload_into_least_conn_the_workers_report_each_close_at_once() {
+    // Under rr the workers gather their closes for up to a second; least-conn
+    // needs them at once, or a worker that just served a connection still
+    // counts it and ties with one holding a slow request.
+    let dir = TempDir::new();
+    let (manager, addr, config) = serve_configured(&dir, "rr", 2);
+    write_policy(&config, "least-conn");
+    manager.signal(Signal::SIGHUP);
+    let reloads = manager.wait_events("reload-finished", 1);
+    assert!(reloads[0].line.contains("ok=true"), "{reloads:?}");
+
+    // One worker holds a slow request; the quick ones go to the other.
+    let slow = send(&addr, "/slow?ms=5000").expect("send a slow request");
+    let client = slow.local.expect("a TCP client");
+    wait_for("a worker to read the slow request", || {
+        request_taken(tcp(&addr), client).then_some(())
+    });
+    let quick: Vec<u32> = (0..20).map(|_| hit(&addr).0).collect();
+    let mut by_worker = BTreeMap::new();
+    for id in &quick {
+        *by_worker.entry(*id).or_insert(0) += 1;
+    }
+    let most = by_worker.values().copied().max().unwrap_or(0);
+    assert!(
+        most >= 18,
+        "least-conn spread quick requests over the busy worker too: {quick:?}"
+    );
+}
+
 /// Which worker (id, pid) serves each of `clients`, asking `times` times;
 /// fails unless every client got one worker every time.
 fn sticky_map(
@@ -465,25 +523,11 @@ fn a_socket_named_metrics_is_never_dispatched() {
 #[test]
 fn a_reload_changes_the_policy_but_not_into_or_out_of_none() {
     let dir = TempDir::new();
-    let config = dir.path().join("app.toml");
-    std::fs::write(&config, "policy = \"rr\"\n").expect("write the config file");
-    let manager = serve(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "-w",
-            "3",
-            "--config",
-            config.to_str().expect("a UTF-8 path"),
-        ],
-        &hello(),
-    );
-    let addr = manager.listening(1).remove(0);
-    manager.wait_ready(3);
+    let (manager, addr, config) = serve_configured(&dir, "rr", 3);
     let spread: BTreeSet<u32> = (0..3).map(|_| hit(&addr).0).collect();
     assert_eq!(spread.len(), 3, "round-robin first");
 
-    std::fs::write(&config, "policy = \"ip-hash\"\n").expect("write the config file");
+    write_policy(&config, "ip-hash");
     manager.signal(Signal::SIGHUP);
     let reloads = manager.wait_events("reload-finished", 1);
     assert!(reloads[0].line.contains("ok=true"), "{reloads:?}");
@@ -491,7 +535,7 @@ fn a_reload_changes_the_policy_but_not_into_or_out_of_none() {
     let sticky: BTreeSet<(u32, u32)> = (0..9).map(|_| hit(&addr)).collect();
     assert_eq!(sticky.len(), 1, "one client, one worker: {sticky:?}");
 
-    std::fs::write(&config, "policy = \"none\"\n").expect("write the config file");
+    write_policy(&config, "none");
     manager.signal(Signal::SIGHUP);
     let reloads = manager.wait_events("reload-finished", 2);
     assert!(reloads[1].line.contains("ok=false"), "{reloads:?}");

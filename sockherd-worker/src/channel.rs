@@ -1,6 +1,7 @@
 //! The channel itself: checking that a descriptor is one before it is
 //! trusted, and sending and receiving its messages (`KEY=VALUE` lines, one
-//! `sendmsg` each, a connection riding along as `SCM_RIGHTS`).
+//! `sendmsg` each, connections riding along as `SCM_RIGHTS`: one per
+//! message in version 1, one per `CONN=` line in version 2).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -12,7 +13,7 @@ use nix::sys::socket::{
 };
 use tokio::io::unix::AsyncFd;
 
-use crate::protocol::MAX_MESSAGE;
+use crate::protocol::{MAX_CONNS_PER_MESSAGE, MAX_MESSAGE};
 
 /// Checks that `fd` is an open `SOCK_SEQPACKET` socket, as a channel is;
 /// `what` names it in the error. Reads only: the descriptor is not changed.
@@ -56,62 +57,100 @@ pub(crate) fn send(channel: &AsyncFd<OwnedFd>, message: &str) -> io::Result<()> 
     Ok(())
 }
 
-/// What one message from the manager meant.
-pub(crate) enum Received {
-    /// `CONN=<name>` and its connection, or why the connection did not come
-    /// with it.
-    Conn(String, io::Result<OwnedFd>),
+/// How the manager wants closes reported (`CLOSED_REPORTS=`, version 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reports {
+    /// Each at once (`each`): the manager dispatches by them (least-conn).
+    Each,
+    /// Gathered, at most a second late (`lazy`): it only counts them.
+    Lazy,
+}
+
+/// What one message from the manager said.
+#[derive(Debug, Default)]
+pub(crate) struct Message {
+    /// Its `CONN=<name>` lines in order, each with its connection (the
+    /// descriptors come in the order of the lines), or why it did not come.
+    pub conns: Vec<(String, io::Result<OwnedFd>)>,
+    /// Its last `CLOSED_REPORTS=`.
+    pub reports: Option<Reports>,
     /// `SHUTDOWN=1`.
-    Shutdown,
-    /// Nothing this version acts on.
-    Other,
+    pub shutdown: bool,
+}
+
+/// What a read of the channel found.
+pub(crate) enum Received {
+    Message(Message),
     /// The manager closed its end.
     Closed,
 }
 
-/// Receives one message without waiting; `WouldBlock` if there is none.
-pub(crate) fn receive(fd: RawFd) -> io::Result<Received> {
-    let mut buf = [0u8; MAX_MESSAGE];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = cmsg_space!([RawFd; 4]);
-    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-    let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut space), flags)?;
-    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
-    let mut fds = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            // SAFETY: the kernel just installed these fds for this process.
-            fds.extend(
-                received
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
+/// Where messages from the manager are read into, kept from one to the next.
+pub(crate) struct Inbox {
+    text: Box<[u8]>,
+    /// Room for the most descriptors one message carries.
+    space: Vec<u8>,
+}
+
+impl Inbox {
+    pub(crate) fn new() -> Inbox {
+        Inbox {
+            text: vec![0; MAX_MESSAGE].into_boxed_slice(),
+            space: cmsg_space!([RawFd; MAX_CONNS_PER_MESSAGE]),
         }
     }
-    let len = msg.bytes;
-    // Seqpacket carries messages of zero bytes too, which mean nothing: a
-    // read of nothing is the end only if the manager hung up.
-    if len == 0 && hung_up(fd) {
-        return Ok(Received::Closed);
+
+    /// Receives one message without waiting; `WouldBlock` if there is none.
+    pub(crate) fn receive(&mut self, fd: RawFd) -> io::Result<Received> {
+        let mut iov = [IoSliceMut::new(&mut self.text)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        let msg = recvmsg::<()>(fd, &mut iov, Some(&mut self.space), flags)?;
+        let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                // SAFETY: the kernel just installed these fds for this process.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let len = msg.bytes;
+        // Seqpacket carries messages of zero bytes too, which mean nothing: a
+        // read of nothing is the end only if the manager hung up.
+        if len == 0 && hung_up(fd) {
+            return Ok(Received::Closed);
+        }
+        Ok(Received::Message(parse(&self.text[..len], fds, truncated)))
     }
-    let text = String::from_utf8_lossy(&buf[..len]);
-    for line in text.lines() {
+}
+
+/// Reads a message's lines; the `CONN=` lines take `fds` in order.
+/// Descriptors no line takes are closed.
+fn parse(text: &[u8], fds: Vec<OwnedFd>, truncated: bool) -> Message {
+    let mut fds = fds.into_iter();
+    let mut message = Message::default();
+    for line in String::from_utf8_lossy(text).lines() {
         match line.split_once('=') {
             Some(("CONN", name)) => {
-                let fd = fds.pop().ok_or_else(|| {
+                let fd = fds.next().ok_or_else(|| {
                     io::Error::other(if truncated {
                         format!("a connection on {name:?} was lost on its way: this process is out of file descriptors")
                     } else {
                         format!("a connection on {name:?} arrived without its descriptor")
                     })
                 });
-                return Ok(Received::Conn(name.to_owned(), fd));
+                message.conns.push((name.to_owned(), fd));
             }
-            Some(("SHUTDOWN", "1")) => return Ok(Received::Shutdown),
+            Some(("CLOSED_REPORTS", "each")) => message.reports = Some(Reports::Each),
+            Some(("CLOSED_REPORTS", "lazy")) => message.reports = Some(Reports::Lazy),
+            Some(("SHUTDOWN", "1")) => message.shutdown = true,
             _ => {}
         }
     }
-    Ok(Received::Other)
+    message
 }
 
 /// Whether the other end of the channel is closed; if that cannot be told,

@@ -6,9 +6,10 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
 use tokio::io::unix::AsyncFd;
@@ -298,15 +299,23 @@ impl Drop for Unread {
     }
 }
 
+/// How late a close may be reported when the manager said `lazy`.
+const LAZY_REPORTS: Duration = Duration::from_secs(1);
+
 /// Reports closed connections to the manager.
 #[derive(Debug)]
 pub(crate) struct Closes {
     /// The channel to the manager.
     channel: Arc<AsyncFd<OwnedFd>>,
-    /// Closes not reported yet because the channel was full.
+    /// Closes not reported yet: the channel was full, or reports are lazy.
     count: AtomicU64,
+    /// The manager said `CLOSED_REPORTS=lazy`: it only counts closes, so
+    /// they are gathered and sent at most [`LAZY_REPORTS`] late.
+    lazy: AtomicBool,
     /// Wakes the task that reports those.
     wake: Notify,
+    /// Ends the task's wait for more closes: reports are no longer lazy.
+    eager: Notify,
 }
 
 impl Closes {
@@ -314,15 +323,24 @@ impl Closes {
         Closes {
             channel,
             count: AtomicU64::new(0),
+            lazy: AtomicBool::new(false),
             wake: Notify::new(),
+            eager: Notify::new(),
         }
     }
 
-    /// One more connection is closed. Said at once, without waiting: a
-    /// report that lags lets the client's next connection find this worker
-    /// counted as busy (or another counted as idle). If the channel is full,
-    /// or reports are already waiting, the reporting task sends it with them.
+    /// One more connection is closed. Unless reports are lazy, said at
+    /// once, without waiting: a report that lags lets the client's next
+    /// connection find this worker counted as busy (or another counted as
+    /// idle). If the channel is full, or reports are already waiting, the
+    /// reporting task sends it with them.
     pub(crate) fn closed(&self) {
+        if self.lazy.load(Ordering::Relaxed) {
+            if self.count.fetch_add(1, Ordering::Relaxed) == 0 {
+                self.wake.notify_one();
+            }
+            return;
+        }
         if self.count.load(Ordering::Relaxed) == 0
             && channel::send(&self.channel, "CLOSED=1").is_ok()
         {
@@ -331,16 +349,29 @@ impl Closes {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
     }
+
+    /// The manager said how it wants closes reported (`CLOSED_REPORTS=`).
+    /// From lazy to each, what was gathered goes at once.
+    pub(crate) fn set_reports(&self, reports: channel::Reports) {
+        let lazy = reports == channel::Reports::Lazy;
+        if self.lazy.swap(lazy, Ordering::Relaxed) && !lazy {
+            self.eager.notify_one();
+        }
+    }
 }
 
-/// Sends the closes [`Closes::closed`] could not: one message per wake-up,
-/// carrying every close since the last. Ends when the manager is gone.
+/// Sends the closes [`Closes::closed`] did not: one message per wake-up,
+/// carrying every close since the last; while reports are lazy, a wake-up
+/// waits [`LAZY_REPORTS`] for more first. Ends when the manager is gone.
 pub(crate) async fn report_closes(closes: Arc<Closes>) {
     let channel = &closes.channel;
     let mut unsent = 0u64;
     loop {
         if unsent == 0 {
             closes.wake.notified().await;
+        }
+        if closes.lazy.load(Ordering::Relaxed) {
+            let _ = tokio::time::timeout(LAZY_REPORTS, closes.eager.notified()).await;
         }
         unsent += closes.count.swap(0, Ordering::Relaxed);
         if unsent == 0 {

@@ -46,7 +46,10 @@
 //! number may already belong to something else). Before it takes the
 //! descriptor it checks it: it must be an open `SOCK_SEQPACKET` socket, and
 //! `SOCKHERD_PROTOCOL` must name a version this crate speaks
-//! ([`protocol::PROTOCOL_VERSION`]). If a check fails, the descriptor is left
+//! ([`protocol::FIRST_VERSION`] to [`protocol::PROTOCOL_VERSION`]). It then
+//! speaks the newest version both sides speak (`SOCKHERD_PROTOCOL_MAX`:
+//! version 2 with a manager that offers it, version 1 with an older one), and
+//! says so with [`Listener::ready`]. If a check fails, the descriptor is left
 //! as it was, open and not owned. [`Listener::from_fd`] takes a channel
 //! you own instead (a test's socket pair, say).
 //!
@@ -56,8 +59,10 @@
 //! sent before the socket is closed, so the client cannot come back with a
 //! new connection before the manager knows; `CLOSED=<n>` for several when the
 //! channel was full), which is how the manager's `least-conn` policy knows how
-//! many connections each worker holds. Nothing is asked of the app for that
-//! but to drop connections it is done with.
+//! many connections each worker holds. Under the other policies the manager
+//! only counts them, says so (protocol version 2), and the reports are
+//! gathered and sent at most a second late. Nothing is asked of the app for
+//! that but to drop connections it is done with.
 //!
 //! [`Connection::into_tcp`] and [`Connection::into_unix`] hand out the tokio
 //! stream itself together with a [`CloseReport`], which sends the report
@@ -135,6 +140,8 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 pub struct Listener {
     /// The channel, for messages to the manager.
     channel: Arc<AsyncFd<OwnedFd>>,
+    /// The protocol version to speak: the newest both sides speak.
+    version: u32,
     /// Connections read by the reader task, in the order they were sent.
     incoming: Mutex<mpsc::Receiver<io::Result<Connection>>>,
     /// Turns true when the manager asks us to shut down.
@@ -184,7 +191,10 @@ impl Listener {
                 format!("{SOCKHERD_CHANNEL_FD}={value:?} is not a descriptor number"),
             )
         })?;
-        check_protocol(std::env::var_os(protocol::SOCKHERD_PROTOCOL))?;
+        let version = negotiate(
+            std::env::var_os(protocol::SOCKHERD_PROTOCOL),
+            std::env::var_os(protocol::SOCKHERD_PROTOCOL_MAX),
+        )?;
         channel::check(fd, &format!("{SOCKHERD_CHANNEL_FD}={fd}"))?;
         in_runtime()?;
         if TAKEN.swap(true, Ordering::AcqRel) {
@@ -199,25 +209,37 @@ impl Listener {
             .and_then(|usec| usec.parse::<u64>().ok())
             .filter(|usec| *usec > 0)
             .map(Duration::from_micros);
-        Listener::start(owned, heartbeat)
+        Listener::start(owned, heartbeat, version)
     }
 
     /// Takes a channel you own: one end of a `SOCK_SEQPACKET` socket pair
     /// whose other end speaks for the manager (a test can play the manager
-    /// this way). Reads no environment and sends no heartbeats by itself.
-    /// Must be called inside a tokio runtime. On error the descriptor is
-    /// closed.
+    /// this way), in protocol version 1. Reads no environment and sends no
+    /// heartbeats by itself. Must be called inside a tokio runtime. On error
+    /// the descriptor is closed.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+        Listener::from_fd_speaking(fd, protocol::FIRST_VERSION)
+    }
+
+    /// Like [`Listener::from_fd`], for a manager that speaks protocol
+    /// versions up to `manager_max` (its `SOCKHERD_PROTOCOL_MAX`): the
+    /// listener speaks the newest version both speak, and says so with its
+    /// `READY=1` (`PROTOCOL=2`).
+    pub fn from_fd_speaking(fd: OwnedFd, manager_max: u32) -> io::Result<Listener> {
         channel::check(
             fd.as_raw_fd(),
             &format!("the channel (fd {})", fd.as_raw_fd()),
         )?;
         in_runtime()?;
-        Listener::start(fd, None)
+        Listener::start(
+            fd,
+            None,
+            manager_max.clamp(protocol::FIRST_VERSION, PROTOCOL_VERSION),
+        )
     }
 
     /// Starts the listener's tasks on a checked channel.
-    fn start(fd: OwnedFd, heartbeat: Option<Duration>) -> io::Result<Listener> {
+    fn start(fd: OwnedFd, heartbeat: Option<Duration>, version: u32) -> io::Result<Listener> {
         let raw = fd.as_raw_fd();
         nix::fcntl::fcntl(
             raw,
@@ -243,6 +265,7 @@ impl Listener {
         let heartbeat = heartbeat.map(|every| tokio::spawn(beat(Arc::clone(&channel), every)));
         Ok(Listener {
             channel,
+            version,
             incoming: Mutex::new(conn_rx),
             shutdown: shutdown_rx,
             drained: watch::Sender::new(false),
@@ -303,9 +326,20 @@ impl Listener {
         }
     }
 
-    /// Tells the manager this worker accepts connections now.
+    /// Tells the manager this worker accepts connections now, and which
+    /// protocol version it speaks when that is not the first.
     pub fn ready(&self) -> io::Result<()> {
-        self.notify("READY=1")
+        if self.version > protocol::FIRST_VERSION {
+            self.notify(&format!("READY=1\nPROTOCOL={}", self.version))
+        } else {
+            self.notify("READY=1")
+        }
+    }
+
+    /// The protocol version this listener speaks with its manager: the
+    /// newest that both speak.
+    pub fn protocol_version(&self) -> u32 {
+        self.version
     }
 
     /// Tells the manager this worker is alive (see `--heartbeat-timeout`).
@@ -344,25 +378,42 @@ impl Drop for Listener {
     }
 }
 
-/// Checks the value of `SOCKHERD_PROTOCOL`.
-fn check_protocol(value: Option<std::ffi::OsString>) -> io::Result<()> {
-    use protocol::SOCKHERD_PROTOCOL;
-    let Some(value) = value else {
+/// The version to speak, from `SOCKHERD_PROTOCOL` (the version the manager
+/// starts in: this crate must speak it) and `SOCKHERD_PROTOCOL_MAX` (the
+/// newest the manager speaks; unset, the same): the newest both speak.
+fn negotiate(
+    first: Option<std::ffi::OsString>,
+    max: Option<std::ffi::OsString>,
+) -> io::Result<u32> {
+    use protocol::{FIRST_VERSION, SOCKHERD_PROTOCOL};
+    let speaks = FIRST_VERSION..=PROTOCOL_VERSION;
+    let Some(value) = first else {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("{SOCKHERD_PROTOCOL} is not set: this worker speaks sockherd protocol {PROTOCOL_VERSION}; run it under `sockherd serve`"),
+            format!("{SOCKHERD_PROTOCOL} is not set: this worker speaks sockherd protocol {FIRST_VERSION} to {PROTOCOL_VERSION}; run it under `sockherd serve`"),
         ));
     };
-    if value.to_str().and_then(|v| v.parse::<u32>().ok()) == Some(PROTOCOL_VERSION) {
-        return Ok(());
+    let first = match value.to_str().and_then(|v| v.parse::<u32>().ok()) {
+        Some(v) if speaks.contains(&v) => v,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{SOCKHERD_PROTOCOL}={:?}: this worker speaks sockherd protocol {FIRST_VERSION} to {PROTOCOL_VERSION} only",
+                    value.to_string_lossy()
+                ),
+            ))
+        }
+    };
+    // A maximum that is not a number, or below the first version, says
+    // nothing more than the first version does.
+    let max = max
+        .and_then(|v| v.to_str()?.parse::<u32>().ok())
+        .map_or(first, |max| max.max(first));
+    if max > PROTOCOL_VERSION {
+        return Ok(PROTOCOL_VERSION);
     }
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!(
-            "{SOCKHERD_PROTOCOL}={:?}: this worker speaks sockherd protocol {PROTOCOL_VERSION} only",
-            value.to_string_lossy()
-        ),
-    ))
+    Ok(max)
 }
 
 /// Fails unless called inside a tokio runtime, which the listener's tasks need.
@@ -401,31 +452,41 @@ async fn read_channel(
     closes: Arc<Closes>,
     unread: Arc<watch::Sender<usize>>,
 ) {
+    let mut inbox = channel::Inbox::new();
     loop {
         let received = match channel.readable().await {
-            Ok(mut guard) => match guard.try_io(|fd| channel::receive(fd.get_ref().as_raw_fd())) {
+            Ok(mut guard) => match guard.try_io(|fd| inbox.receive(fd.get_ref().as_raw_fd())) {
                 Ok(result) => result,
                 Err(_would_block) => continue,
             },
             Err(e) => Err(e),
         };
         match received {
-            Ok(channel::Received::Conn(name, fd)) => {
-                let conn = match fd {
-                    Ok(fd) => Connection::new(fd, name, &closes, &unread),
-                    Err(e) => {
-                        // The manager counted it as handed over.
-                        closes.closed();
-                        Err(e)
+            Ok(channel::Received::Message(message)) => {
+                if let Some(reports) = message.reports {
+                    closes.set_reports(reports);
+                }
+                for (name, fd) in message.conns {
+                    let conn = match fd {
+                        Ok(fd) => Connection::new(fd, name, &closes, &unread),
+                        Err(e) => {
+                            // The manager counted it as handed over.
+                            closes.closed();
+                            Err(e)
+                        }
+                    };
+                    if conns.send(conn).await.is_err() {
+                        return;
                     }
-                };
-                if conns.send(conn).await.is_err() {
+                }
+                // No more connections will come.
+                if message.shutdown {
+                    let _ = shutdown.send(true);
                     return;
                 }
             }
-            Ok(channel::Received::Other) => {}
-            // The manager is gone or wants us gone: no more connections will come.
-            Ok(channel::Received::Shutdown) | Ok(channel::Received::Closed) => {
+            // The manager is gone: no more connections will come.
+            Ok(channel::Received::Closed) => {
                 let _ = shutdown.send(true);
                 return;
             }
@@ -435,5 +496,30 @@ async fn read_channel(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::negotiate;
+
+    fn speak(first: Option<&str>, max: Option<&str>) -> Option<u32> {
+        negotiate(first.map(Into::into), max.map(Into::into)).ok()
+    }
+
+    #[test]
+    fn speaks_the_newest_version_both_sides_speak() {
+        // A manager from before version 2 sets no maximum.
+        assert_eq!(speak(Some("1"), None), Some(1));
+        assert_eq!(speak(Some("1"), Some("2")), Some(2));
+        // A newer manager: this crate's newest.
+        assert_eq!(speak(Some("1"), Some("9")), Some(2));
+        // A maximum that says nothing usable is the first version.
+        assert_eq!(speak(Some("1"), Some("two")), Some(1));
+        assert_eq!(speak(Some("2"), Some("1")), Some(2));
+        // A first version this crate does not speak is refused.
+        assert_eq!(speak(Some("3"), Some("3")), None);
+        assert_eq!(speak(Some("0"), None), None);
+        assert_eq!(speak(None, Some("2")), None);
     }
 }

@@ -6,9 +6,20 @@
 
 use std::os::fd::RawFd;
 
-/// The protocol version this crate speaks, and the only value of
-/// [`SOCKHERD_PROTOCOL`] it accepts.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this crate speaks. It speaks every version
+/// from [`FIRST_VERSION`] up to this one.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The version every conversation starts in, and so the value of
+/// [`SOCKHERD_PROTOCOL`]: a worker speaks it until both sides have said that
+/// they speak a later one (the manager in [`SOCKHERD_PROTOCOL_MAX`], the
+/// worker with `PROTOCOL=<n>` beside its `READY=1`).
+pub const FIRST_VERSION: u32 = 1;
+
+/// The most connections one message of version 2 carries: the kernel's
+/// limit on descriptors in one `SCM_RIGHTS` message (`SCM_MAX_FD`). A
+/// worker receives with room for this many.
+pub const MAX_CONNS_PER_MESSAGE: usize = 253;
 
 /// The largest message either side may send on the channel, in bytes.
 pub const MAX_MESSAGE: usize = 4096;
@@ -19,8 +30,13 @@ pub const CHANNEL_FD: RawFd = 3;
 /// The channel's descriptor number, in decimal ([`CHANNEL_FD`]).
 pub const SOCKHERD_CHANNEL_FD: &str = "SOCKHERD_CHANNEL_FD";
 
-/// The protocol version the manager speaks, in decimal ([`PROTOCOL_VERSION`]).
+/// The protocol version the conversation starts in, in decimal
+/// ([`FIRST_VERSION`]); a worker that does not speak it refuses to start.
 pub const SOCKHERD_PROTOCOL: &str = "SOCKHERD_PROTOCOL";
+
+/// The newest protocol version the manager speaks, in decimal; unset means
+/// [`SOCKHERD_PROTOCOL`]'s (a manager from before version 2).
+pub const SOCKHERD_PROTOCOL_MAX: &str = "SOCKHERD_PROTOCOL_MAX";
 
 /// The worker's id, `0` … `N-1`: it belongs to the slot, so a replacement keeps it.
 pub const SOCKHERD_WORKER_ID: &str = "SOCKHERD_WORKER_ID";

@@ -262,3 +262,68 @@ async fn the_shutdown_signal_resolves_when_the_listener_is_dropped() {
         .await
         .expect("no listener, nothing to wait for");
 }
+
+#[tokio::test]
+async fn version_2_takes_many_connections_in_one_message_and_reports_closes_as_asked() {
+    let (manager, worker) = channel();
+    let listener = Listener::from_fd_speaking(worker, 2).expect("take the channel");
+    listener.ready().unwrap();
+    assert_eq!(manager.recv().await, "READY=1\nPROTOCOL=2");
+
+    let (client_a, a) = tcp_pair().await;
+    let (client_b, b) = tcp_pair().await;
+    let (_c, c) = StdUnixStream::pair().unwrap();
+    manager.hand_over_many(vec![
+        ("http", a.into()),
+        ("http", b.into()),
+        ("admin", c.into()),
+    ]);
+    let first = next(&listener).await;
+    let second = next(&listener).await;
+    let third = next(&listener).await;
+    // In the order of the lines, each with its own descriptor.
+    let names = [
+        first.socket_name(),
+        second.socket_name(),
+        third.socket_name(),
+    ];
+    assert_eq!(names, ["http", "http", "admin"]);
+    let peer = |conn: &Connection| conn.as_tcp().map(|s| s.peer_addr().unwrap());
+    assert_eq!(peer(&first), Some(client_a.local_addr().unwrap()));
+    assert_eq!(peer(&second), Some(client_b.local_addr().unwrap()));
+    assert!(third.as_unix().is_some());
+
+    // Lazy: closes are gathered, and go together within a second.
+    manager.send("CLOSED_REPORTS=lazy");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(first);
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(manager.try_recv(), None, "a lazy report went at once");
+    assert_eq!(manager.recv().await, "CLOSED=2");
+
+    // Each: at once again.
+    manager.send("CLOSED_REPORTS=each");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(third);
+    assert_eq!(manager.try_recv().as_deref(), Some("CLOSED=1"));
+}
+
+#[tokio::test]
+async fn closes_gathered_lazily_go_at_once_when_the_manager_asks_for_each() {
+    let (manager, worker) = channel();
+    let listener = Listener::from_fd_speaking(worker, 2).expect("take the channel");
+    manager.send("CLOSED_REPORTS=lazy");
+    let (_client, server) = tcp_pair().await;
+    manager.hand_over("http", server);
+    drop(next(&listener).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(manager.try_recv(), None);
+    manager.send("CLOSED_REPORTS=each");
+    let started = std::time::Instant::now();
+    assert_eq!(manager.recv().await, "CLOSED=1");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "the gathered close waited"
+    );
+}

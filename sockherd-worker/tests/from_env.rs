@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use fake::{channel, is_open};
 use sockherd_worker::protocol::{
-    SOCKHERD_CHANNEL_FD, SOCKHERD_HEARTBEAT_USEC, SOCKHERD_PROTOCOL, SOCKHERD_WORKER_ID,
+    SOCKHERD_CHANNEL_FD, SOCKHERD_HEARTBEAT_USEC, SOCKHERD_PROTOCOL, SOCKHERD_PROTOCOL_MAX,
+    SOCKHERD_WORKER_ID,
 };
 use sockherd_worker::Listener;
 
@@ -46,10 +47,10 @@ fn from_env_checks_the_channel_and_takes_it_once() {
     std::env::set_var(SOCKHERD_CHANNEL_FD, fd.to_string());
     std::env::remove_var(SOCKHERD_PROTOCOL);
     refused(ErrorKind::NotFound, "SOCKHERD_PROTOCOL is not set");
-    std::env::set_var(SOCKHERD_PROTOCOL, "2");
+    std::env::set_var(SOCKHERD_PROTOCOL, "3");
     refused(
         ErrorKind::Unsupported,
-        "SOCKHERD_PROTOCOL=\"2\": this worker speaks sockherd protocol 1 only",
+        "SOCKHERD_PROTOCOL=\"3\": this worker speaks sockherd protocol 1 to 2 only",
     );
     assert!(is_open(fd), "a refusal leaves the channel alone");
     std::env::set_var(SOCKHERD_PROTOCOL, "1");
@@ -83,7 +84,9 @@ fn from_env_checks_the_channel_and_takes_it_once() {
     refused(ErrorKind::Other, "needs a tokio runtime");
     assert!(is_open(fd));
 
-    // Taken, at last: it talks to the manager, and heartbeats when asked to.
+    // Taken, at last: it talks to the manager, in the newest version both
+    // speak, and heartbeats when asked to.
+    std::env::set_var(SOCKHERD_PROTOCOL_MAX, "2");
     std::env::set_var(SOCKHERD_HEARTBEAT_USEC, "20000");
     std::env::set_var(SOCKHERD_WORKER_ID, "7");
     assert_eq!(sockherd_worker::worker_id(), Some(7));
@@ -93,8 +96,9 @@ fn from_env_checks_the_channel_and_takes_it_once() {
     let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
     assert_ne!(flags & nix::libc::FD_CLOEXEC, 0, "no child inherits it");
     runtime.block_on(async {
+        assert_eq!(listener.protocol_version(), 2);
         listener.ready().unwrap();
-        assert_eq!(manager.recv().await, "READY=1");
+        assert_eq!(manager.recv().await, "READY=1\nPROTOCOL=2");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(manager.recv().await, "WATCHDOG=1");
     });

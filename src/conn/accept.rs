@@ -1,21 +1,29 @@
 //! The accept loop: one task per listening socket, from `accept()` to dispatch.
 //!
-//! Each loop accepts as many connections as the kernel has queued, hands each to
-//! the [`Dispatcher`], and closes its own copy. Accepted sockets are
+//! Each loop accepts as many connections as the kernel has queued (up to what
+//! one message to a worker holds), hands them to the [`Dispatcher`]
+//! together, which closes its own copies. Accepted sockets are
 //! close-on-exec (no worker inherits another's connection by accident) and
 //! blocking: what a worker gets is what its own `accept()` would have given it.
 //!
-//! Backpressure lives here. When no worker is ready, the loop holds the one
-//! connection it has and stops calling `accept()`: the kernel's backlog (or
+//! Backpressure lives here. When no worker can take a connection, the loop
+//! holds what it has and stops calling `accept()`: the kernel's backlog (or
 //! systemd's, for an activated socket) holds the rest, and nothing is refused
-//! while the queue has room. It resumes as soon as a worker joins the ring.
+//! while the queue has room. It resumes as soon as a worker joins the ring
+//! or has room again. What it holds is one connection when no worker was
+//! ready or the last hand-over had to wait, so that a manager stopping
+//! then resets one client, not a batch of them; at most a batch when the
+//! workers filled up in the middle of one.
 //!
 //! Connections a worker hands back undelivered (a Node.js app refused one, or
 //! died holding it) come back to the loop of the socket they were accepted on,
 //! and go out again before anything new is accepted.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +39,9 @@ use super::socket::Socket;
 use crate::shutdown::Token;
 use crate::sockets::listener::Listener;
 
-/// Connections accepted in one go before yielding to other tasks, so a busy
-/// socket cannot starve the pool's event handling.
+/// Connections accepted in one go before they are handed over and other
+/// tasks get their turn, so a busy socket cannot starve the pool's event
+/// handling (fewer when one message to a worker holds fewer).
 const BATCH: usize = 64;
 
 /// How long to back off when the process or system is out of descriptors or memory.
@@ -74,28 +83,38 @@ async fn run(
     // SAFETY: `listener` owns the fd and outlives `fd`, which is dropped first
     // when this function returns.
     let fd = unsafe { AsyncFd::register(listener.fd.as_raw_fd()) }.map_err(std::io::Error::from)?;
+    let batch = BATCH.min(socket.batch);
+    // Connections accepted and not handed over yet: empty between wake-ups.
+    let mut conns = VecDeque::with_capacity(batch);
+    // The last hand-over had to wait for a worker: accept one at a time
+    // until one goes through at once.
+    let mut waited = false;
+    // Made once: a new one for every wake-up would cost more than the
+    // wake-up's dispatch.
+    let stopped = stop.requested();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            _ = stop.requested() => return Ok(()),
+            _ = &mut stopped => return Ok(()),
             Some(conn) = returned.recv() => {
-                if !hand_over(conn, &socket, &dispatcher, &mut stop).await {
-                    return Ok(());
+                conns.push_back(conn);
+                match hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await {
+                    Handed::Stopped => return Ok(()),
+                    handed => waited = handed == Handed::AfterWaiting,
                 }
             }
             guard = fd.readable() => {
                 let mut guard = guard?;
                 let mut queue_left = true;
-                for _ in 0..BATCH {
+                let mut pause = false;
+                let accepted = Instant::now();
+                let limit = if waited || !dispatcher.any_ready() { 1 } else { batch };
+                while conns.len() < limit {
                     match accept4(listener.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                         Ok(raw) => {
                             // SAFETY: accept4 just returned this fd; nothing else owns it.
-                            let conn = unsafe { OwnedFd::from_raw_fd(raw) };
-                            let accepted = Instant::now();
-                            if !hand_over(conn, &socket, &dispatcher, &mut stop).await {
-                                return Ok(());
-                            }
-                            dispatcher.stats.dispatched(accepted.elapsed());
+                            conns.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
                         }
                         Err(Errno::EAGAIN) => {
                             guard.clear_ready();
@@ -112,18 +131,28 @@ async fn run(
                                 "cannot accept on {}: {}; pausing {} ms",
                                 listener.local, e.desc(), RESOURCE_BACKOFF.as_millis()
                             );
-                            sleep(RESOURCE_BACKOFF).await;
+                            pause = true;
                             break;
                         }
                         Err(e) => {
                             dispatcher.stats.accept_error();
                             tracing::error!(socket = %listener.local, "accept on {} failed: {}", listener.local, e.desc());
-                            sleep(RESOURCE_BACKOFF).await;
+                            pause = true;
                             break;
                         }
                     }
                 }
-                if queue_left {
+                let count = conns.len() as u64;
+                if count > 0 {
+                    match hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await {
+                        Handed::Stopped => return Ok(()),
+                        handed => waited = handed == Handed::AfterWaiting,
+                    }
+                    dispatcher.stats.dispatched(count, accepted.elapsed());
+                }
+                if pause {
+                    sleep(RESOURCE_BACKOFF).await;
+                } else if queue_left {
                     // A full batch: let the pool's events in before the next one.
                     tokio::task::yield_now().await;
                 }
@@ -132,44 +161,51 @@ async fn run(
     }
 }
 
-/// Delivers one accepted connection, waiting (without accepting more) until a
-/// worker can take it. Returns false if the manager is stopping meanwhile; the
-/// connection is then closed, which the client sees as a reset.
+/// How [`hand_over`] went.
+#[derive(Debug, PartialEq, Eq)]
+enum Handed {
+    /// Every connection went to a worker at once.
+    AtOnce,
+    /// Every connection went to a worker, some after waiting for one.
+    AfterWaiting,
+    /// The manager is stopping: the connections were closed.
+    Stopped,
+}
+
+/// Delivers accepted connections, waiting (without accepting more) until
+/// workers can take them all. If the manager is stopping meanwhile, the
+/// connections are closed, which their clients see as a reset.
 async fn hand_over(
-    conn: OwnedFd,
+    conns: &mut VecDeque<OwnedFd>,
     socket: &Socket,
     dispatcher: &Dispatcher,
-    stop: &mut Token,
-) -> bool {
-    let mut conn = conn;
-    // Set at the first stall: the clock is read only when a connection waits.
+    mut stopped: Pin<&mut impl Future<Output = ()>>,
+) -> Handed {
+    // Set at the first stall: the clock is read only when connections wait.
     let mut waiting_since: Option<Instant> = None;
     loop {
         let spill = waiting_since.is_some_and(|since| since.elapsed() >= STICKY_PATIENCE);
-        let dispatched = if spill {
-            dispatcher.dispatch_spilling(conn, socket)
-        } else {
-            dispatcher.dispatch(conn, socket)
+        let stall = match dispatcher.dispatch_all(conns, socket, spill) {
+            Ok(()) if waiting_since.is_some() => return Handed::AfterWaiting,
+            Ok(()) => return Handed::AtOnce,
+            Err(stall) => stall,
         };
-        match dispatched {
-            Ok(()) => return true,
-            Err((back, stall)) => {
-                conn = back;
-                waiting_since.get_or_insert_with(Instant::now);
-                let wait = async {
-                    match stall {
-                        Stall::NoneReady => dispatcher.joined().await,
-                        Stall::AllBusy => tokio::select! {
-                            _ = dispatcher.joined() => {}
-                            _ = sleep(BUSY_RETRY) => {}
-                        },
-                    }
-                };
-                tokio::select! {
-                    _ = stop.requested() => return false,
-                    _ = wait => {}
-                }
+        waiting_since.get_or_insert_with(Instant::now);
+        let wait = async {
+            match stall {
+                Stall::NoneReady => dispatcher.joined().await,
+                Stall::AllBusy => tokio::select! {
+                    _ = dispatcher.joined() => {}
+                    _ = sleep(BUSY_RETRY) => {}
+                },
             }
+        };
+        tokio::select! {
+            _ = &mut stopped => {
+                conns.clear();
+                return Handed::Stopped;
+            }
+            _ = wait => {}
         }
     }
 }

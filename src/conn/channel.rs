@@ -10,21 +10,27 @@
 //! (`SCM_RIGHTS`), and `SHUTDOWN=1`. Worker → manager: the `KEY=VALUE` lines of
 //! [`super::notice`]. A send never waits: a full channel means a busy worker,
 //! and dispatch tries the next one.
+//!
+//! A conversation starts in protocol version 1. A worker that says
+//! `PROTOCOL=2` (with its `READY=1`) speaks version 2 from then on: one
+//! message carries every connection handed to it at once, a `CONN=` line
+//! each, and it is told whether its closes are needed at once or may be
+//! gathered (`CLOSED_REPORTS=each` or `lazy`, [`Channel::set_reports`]).
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::cmsg_space;
 use nix::errno::Errno;
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType, UnixAddr,
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::notice::{parse_notice, Garbage, Notice};
-use super::protocol::MAX_MESSAGE;
+use super::protocol::{FIRST_VERSION, MAX_MESSAGE};
 
 /// Creates a worker channel of socket type `kind` (seqpacket for the native
 /// protocol, stream for Node's): the manager's end (non-blocking) and the
@@ -48,10 +54,52 @@ pub(crate) enum SendError {
     Gone,
 }
 
+/// How a worker speaking version 2 reports its closes (`CLOSED_REPORTS=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reports {
+    /// Each at once: the policy goes by them (least-conn).
+    Each,
+    /// Gathered, at most a second late: they are only counted.
+    Lazy,
+}
+
+impl Reports {
+    fn message(self) -> &'static [u8] {
+        match self {
+            Reports::Each => b"CLOSED_REPORTS=each",
+            Reports::Lazy => b"CLOSED_REPORTS=lazy",
+        }
+    }
+}
+
 /// The manager's end of one worker's channel.
 #[derive(Debug)]
 pub(crate) struct Channel {
     fd: AsyncFd<OwnedFd>,
+    /// The protocol version spoken: the first, until the worker says it
+    /// speaks a later one.
+    version: Cell<u32>,
+    /// How the worker reports closes as far as it was told: a worker starts
+    /// reporting each.
+    told: Cell<Reports>,
+    /// How it should; told with its next message when the two differ.
+    wanted: Cell<Reports>,
+}
+
+/// Where messages from workers are read into: one for every channel of the
+/// thread (the event loop's), since a message is parsed before the next is
+/// read, rather than 4 KiB per worker, or zeroed for each message.
+struct Inbox {
+    /// One byte more than a message may have, to tell one too long.
+    text: Box<[u8]>,
+    space: Vec<u8>,
+}
+
+thread_local! {
+    static INBOX: RefCell<Inbox> = RefCell::new(Inbox {
+        text: vec![0; MAX_MESSAGE + 1].into_boxed_slice(),
+        space: cmsg_space!([RawFd; 8]),
+    });
 }
 
 impl Channel {
@@ -63,6 +111,9 @@ impl Channel {
             // SAFETY: the AsyncFd owns the fd, so it stays open while registered.
             fd: unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
                 .map_err(io::Error::from)?,
+            version: Cell::new(FIRST_VERSION),
+            told: Cell::new(Reports::Each),
+            wanted: Cell::new(Reports::Each),
         })
     }
 
@@ -70,17 +121,34 @@ impl Channel {
         self.fd.get_ref().as_raw_fd()
     }
 
-    /// Hands a connection over: one datagram naming the listening socket, with
-    /// the connection's fd attached. Never waits. The caller keeps (and closes)
-    /// its own copy of the fd either way.
-    pub(crate) fn try_send_conn(
-        &self,
-        conn: BorrowedFd<'_>,
-        message: &[u8],
-    ) -> Result<(), SendError> {
-        let fds = [conn.as_raw_fd()];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        self.try_send_with(message, &cmsg)
+    /// Hands connections over, all accepted on the socket whose `CONN=`
+    /// line is `line`, without waiting: in one message when the worker
+    /// speaks version 2 (the caller keeps to what one message holds, see
+    /// [`super::socket::Socket::batch`]), else one message each. Returns how
+    /// many went, from the first on, and why the next did not. The caller
+    /// keeps (and closes) its own copies of the fds either way.
+    pub(crate) fn send_conns(&self, fds: &[RawFd], line: &[u8]) -> (usize, Option<SendError>) {
+        if let Err(e) = self.tell_reports() {
+            return (0, Some(e));
+        }
+        if self.version.get() > FIRST_VERSION && fds.len() > 1 {
+            let mut text = Vec::with_capacity(fds.len() * (line.len() + 1));
+            for _ in fds {
+                text.extend_from_slice(line);
+                text.push(b'\n');
+            }
+            text.pop();
+            return match self.try_send_with(&text, fds) {
+                Ok(()) => (fds.len(), None),
+                Err(e) => (0, Some(e)),
+            };
+        }
+        for (sent, fd) in fds.iter().enumerate() {
+            if let Err(e) = self.try_send_with(line, &[*fd]) {
+                return (sent, Some(e));
+            }
+        }
+        (fds.len(), None)
     }
 
     /// Sends a control message (`SHUTDOWN=1`) without waiting.
@@ -88,10 +156,27 @@ impl Channel {
         self.try_send_with(message, &[])
     }
 
-    fn try_send_with(&self, message: &[u8], cmsg: &[ControlMessage<'_>]) -> Result<(), SendError> {
-        let iov = [IoSlice::new(message)];
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        match sendmsg::<UnixAddr>(self.raw_fd(), &iov, cmsg, flags, None) {
+    /// Says how the worker should report closes, if it speaks version 2 (a
+    /// worker of version 1 reports each at once, always). If its channel is
+    /// full it is told with its next connections.
+    pub(crate) fn set_reports(&self, reports: Reports) {
+        self.wanted.set(reports);
+        let _ = self.tell_reports();
+    }
+
+    /// Tells the worker how to report closes if it has not been told yet.
+    fn tell_reports(&self) -> Result<(), SendError> {
+        let wanted = self.wanted.get();
+        if self.version.get() == FIRST_VERSION || self.told.get() == wanted {
+            return Ok(());
+        }
+        self.try_send(wanted.message())?;
+        self.told.set(wanted);
+        Ok(())
+    }
+
+    fn try_send_with(&self, message: &[u8], fds: &[RawFd]) -> Result<(), SendError> {
+        match send_with_fds(self.raw_fd(), message, fds) {
             Ok(_) => Ok(()),
             // ETOOMANYREFS: the kernel's cap on descriptors in flight was
             // hit; ENOBUFS, ENOMEM: the kernel is short of memory for a
@@ -105,23 +190,25 @@ impl Channel {
     }
 
     /// Receives the next message from the worker. `Ok(None)` when the worker
-    /// closed its end (it exited). Descriptors a worker sends are closed.
+    /// closed its end (it exited). Descriptors a worker sends are closed. A
+    /// worker that says `PROTOCOL=2` is spoken to in version 2 from now on.
     pub(crate) async fn recv(&self) -> io::Result<Option<Result<Notice, Garbage>>> {
-        let mut buf = [0u8; MAX_MESSAGE + 1];
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| recv_datagram(fd.get_ref().as_raw_fd(), &mut buf)) {
-                Ok(Ok(Datagram::Closed)) => return Ok(None),
-                Ok(Ok(Datagram::Truncated)) => {
-                    return Ok(Some(Err(Garbage(format!(
-                        "message of more than {MAX_MESSAGE} bytes"
-                    )))))
-                }
-                Ok(Ok(Datagram::Message { len, had_fds })) => {
-                    if had_fds {
-                        return Ok(Some(Err(Garbage("worker sent file descriptors".into()))));
+            let read = guard.try_io(|fd| {
+                INBOX.with_borrow_mut(|inbox| recv_datagram(fd.get_ref().as_raw_fd(), inbox))
+            });
+            match read {
+                Ok(Ok(None)) => return Ok(None),
+                Ok(Ok(Some(said))) => {
+                    if let Ok(Notice {
+                        protocol: Some(version),
+                        ..
+                    }) = &said
+                    {
+                        self.version.set(*version);
                     }
-                    return Ok(Some(parse_notice(&buf[..len])));
+                    return Ok(Some(said));
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
                 Ok(Err(e)) => return Err(e),
@@ -131,18 +218,57 @@ impl Channel {
     }
 }
 
-enum Datagram {
-    Closed,
-    Truncated,
-    Message { len: usize, had_fds: bool },
+/// Room for the control message of the most descriptors one message carries,
+/// `CMSG_SPACE(253 * sizeof(int))`: 1,032 bytes on Linux, aligned for its header.
+const FDS_SPACE: usize = 130;
+
+/// Sends `text` with `fds` attached (`SCM_RIGHTS`), without waiting or
+/// raising SIGPIPE. The control message is built on the stack: nothing is
+/// allocated per message.
+fn send_with_fds(channel: RawFd, text: &[u8], fds: &[RawFd]) -> Result<(), Errno> {
+    use nix::libc;
+    let mut space = [0u64; FDS_SPACE];
+    let mut iov = libc::iovec {
+        iov_base: text.as_ptr().cast_mut().cast(),
+        iov_len: text.len(),
+    };
+    // SAFETY: a msghdr of zeroes is a valid empty one.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let bytes = std::mem::size_of_val(fds) as u32;
+        // SAFETY: pure arithmetic on a length.
+        let (space_len, data_len) = unsafe { (libc::CMSG_SPACE(bytes), libc::CMSG_LEN(bytes)) };
+        if space_len as usize > std::mem::size_of_val(&space) {
+            return Err(Errno::EINVAL);
+        }
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = space_len as usize;
+        // SAFETY: msg_control points to `space`, which holds a header and
+        // `fds` (checked above); CMSG_FIRSTHDR and CMSG_DATA stay inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = data_len as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+        }
+    }
+    // SAFETY: `msg` and what it points to live until the call returns.
+    let sent = unsafe { libc::sendmsg(channel, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
 }
 
-fn recv_datagram(fd: RawFd, buf: &mut [u8]) -> io::Result<Datagram> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = cmsg_space!([RawFd; 8]);
+/// Reads one datagram: `None` if the worker hung up, else what it said.
+fn recv_datagram(fd: RawFd, inbox: &mut Inbox) -> io::Result<Option<Result<Notice, Garbage>>> {
+    let mut iov = [IoSliceMut::new(&mut inbox.text)];
     let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
     let msg =
-        recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut space), flags).map_err(io::Error::from)?;
+        recvmsg::<()>(fd, &mut iov, Some(&mut inbox.space), flags).map_err(io::Error::from)?;
     let mut had_fds = msg.flags.contains(MsgFlags::MSG_CTRUNC);
     for cmsg in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
@@ -155,15 +281,21 @@ fn recv_datagram(fd: RawFd, buf: &mut [u8]) -> io::Result<Datagram> {
         }
     }
     if msg.flags.contains(MsgFlags::MSG_TRUNC) {
-        return Ok(Datagram::Truncated);
+        return Ok(Some(Err(Garbage(format!(
+            "message of more than {MAX_MESSAGE} bytes"
+        )))));
     }
-    match msg.bytes {
-        // Seqpacket carries messages of zero bytes too: a read of nothing is
-        // the end only if the worker hung up, or a live worker would drop out
-        // of the ring for good without being replaced.
-        0 if peer_hung_up(fd) => Ok(Datagram::Closed),
-        len => Ok(Datagram::Message { len, had_fds }),
+    if had_fds {
+        return Ok(Some(Err(Garbage("worker sent file descriptors".into()))));
     }
+    let len = msg.bytes;
+    // Seqpacket carries messages of zero bytes too: a read of nothing is
+    // the end only if the worker hung up, or a live worker would drop out
+    // of the ring for good without being replaced.
+    if len == 0 && peer_hung_up(fd) {
+        return Ok(None);
+    }
+    Ok(Some(parse_notice(&inbox.text[..len])))
 }
 
 /// Whether the worker's end of the channel is closed. If that cannot be
@@ -185,6 +317,8 @@ fn peer_hung_up(fd: RawFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::socket::{sendmsg, UnixAddr};
+    use std::io::IoSlice;
 
     #[tokio::test]
     async fn an_empty_message_is_not_the_end() {

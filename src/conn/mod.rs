@@ -8,13 +8,15 @@
 //! ([`node`]), or nothing at all under `--policy none`, where the workers
 //! inherit the sockets and accept by themselves ([`shared`]). What a
 //! worker says back is a [`notice`]; the counters kept on the way are
-//! [`stats`].
+//! [`stats`]; the manager's copies of what it handed over are closed
+//! together ([`close`]).
 //!
 //! Nothing here owns a worker: the pool ([`crate::pool`]) adds workers to the
 //! dispatch ring when they are ready and removes them when they go.
 
 pub(crate) mod accept;
 pub(crate) mod channel;
+pub(crate) mod close;
 pub(crate) mod dispatch;
 pub(crate) mod node;
 pub(crate) mod notice;

@@ -1,8 +1,9 @@
 //! What a worker says: the `KEY=VALUE` messages of the native protocol.
 //!
 //! A native worker's messages to the manager are `sd_notify`-style lines:
-//! `READY=1`, `STOPPING=1`, `WATCHDOG=1` (heartbeat), `STATUS=…` and
-//! `CLOSED=<n>` (connections closed since the last report, for least-conn);
+//! `READY=1`, `STOPPING=1`, `WATCHDOG=1` (heartbeat), `STATUS=…`,
+//! `CLOSED=<n>` (connections closed since the last report, for least-conn)
+//! and `PROTOCOL=<n>` (the protocol version it speaks, beside `READY=1`);
 //! other well-formed keys are ignored so the protocol can grow. Anything else
 //! is garbage and costs the worker its life. `--policy none` workers speak
 //! real `sd_notify` on a socket of their own ([`crate::conn::shared`]) in the
@@ -11,7 +12,7 @@
 //! `docs/protocol.md` is the spec; [`parse_notice`] is pure, so fuzzers and
 //! property tests drive it.
 
-use super::protocol::MAX_MESSAGE;
+use super::protocol::{FIRST_VERSION, MAX_MESSAGE, PROTOCOL_VERSION};
 
 /// What a worker told us in one message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -27,6 +28,8 @@ pub struct Notice {
     /// `CLOSED=<n>`: connections it closed since its last report, summed over
     /// the message's lines; what least-conn subtracts from what it handed over.
     pub closed: u64,
+    /// `PROTOCOL=<n>`: the protocol version it speaks from now on.
+    pub protocol: Option<u32>,
 }
 
 impl Notice {
@@ -41,6 +44,19 @@ impl Notice {
             self.status = later.status;
         }
         self.closed = self.closed.saturating_add(later.closed);
+        if later.protocol.is_some() {
+            self.protocol = later.protocol;
+        }
+    }
+
+    /// Whether it says nothing but closes: what the channel's reader counts
+    /// by itself, without troubling the pool.
+    pub(crate) fn only_closes(&self) -> bool {
+        !self.ready
+            && !self.stopping
+            && !self.heartbeat
+            && self.status.is_none()
+            && self.protocol.is_none()
     }
 }
 
@@ -77,6 +93,20 @@ pub fn parse_notice(bytes: &[u8]) -> Result<Notice, Garbage> {
                 })?;
                 notice.closed = notice.closed.saturating_add(count);
             }
+            ("PROTOCOL", version) => {
+                // Only a version the manager offered: it speaks no other.
+                match version.parse::<u32>() {
+                    Ok(v) if (FIRST_VERSION..=PROTOCOL_VERSION).contains(&v) => {
+                        notice.protocol = Some(v)
+                    }
+                    _ => {
+                        return Err(Garbage(format!(
+                            "PROTOCOL={:?} is not a version this manager offered",
+                            truncated(version)
+                        )))
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -102,6 +132,10 @@ mod tests {
         assert_eq!(parse_notice(b"FUTURE_KEY=x").unwrap(), Notice::default());
         assert_eq!(parse_notice(b"CLOSED=3").unwrap().closed, 3);
         assert_eq!(parse_notice(b"CLOSED=3\nCLOSED=4\n").unwrap().closed, 7);
+        let ready = parse_notice(b"READY=1\nPROTOCOL=2").unwrap();
+        assert!(ready.ready && ready.protocol == Some(2));
+        assert!(parse_notice(b"CLOSED=2").unwrap().only_closes());
+        assert!(!ready.only_closes());
     }
 
     #[test]
@@ -125,6 +159,9 @@ mod tests {
             b"CLOSED=",
             b"CLOSED=-1",
             b"CLOSED=lots",
+            b"PROTOCOL=3",
+            b"PROTOCOL=0",
+            b"PROTOCOL=two",
             &[b'A'; MAX_MESSAGE + 1],
         ] {
             assert!(parse_notice(bad).is_err(), "{bad:?}");

@@ -46,6 +46,12 @@ impl Policy {
         }
     }
 
+    /// Whether it goes by the connections workers report closed, which they
+    /// must then report at once (least-conn); the others only count them.
+    pub fn goes_by_closes(self) -> bool {
+        self == Policy::LeastConn
+    }
+
     /// Whether the manager accepts and hands connections over (all but `none`).
     pub fn dispatches(self) -> bool {
         self != Policy::None

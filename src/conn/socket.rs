@@ -2,14 +2,16 @@
 //!
 //! Dispatch needs to know, for every listening socket, where it listens (a
 //! Node.js app asks for its sockets by port), what to tell a native worker with
-//! each of its connections (`CONN=<name>`), and where a connection goes when a
-//! worker hands it back undelivered: to the accept loop of the socket it came
-//! from, which dispatches it again like a new one.
+//! each of its connections (`CONN=<name>`) and how many of them one message
+//! holds, and where a connection goes when a worker hands it back
+//! undelivered: to the accept loop of the socket it came from, which
+//! dispatches it again like a new one.
 
 use std::os::fd::OwnedFd;
 
 use tokio::sync::mpsc;
 
+use super::protocol::{MAX_CONNS_PER_MESSAGE, MAX_MESSAGE};
 use crate::sockets::listener::Local;
 
 /// A listening socket as dispatch sees it.
@@ -21,6 +23,10 @@ pub(crate) struct Socket {
     pub local: Local,
     /// What a native worker is told with each of its connections: `CONN=<name>`.
     pub message: Vec<u8>,
+    /// How many of its connections one message of protocol version 2
+    /// holds: a line each, `\n`-separated, within the message size and the
+    /// kernel's limit of descriptors per message.
+    pub batch: usize,
     /// Connections a worker handed back, to be dispatched again by this
     /// socket's accept loop.
     returned: mpsc::UnboundedSender<OwnedFd>,
@@ -43,10 +49,13 @@ impl Socket {
         local: Local,
     ) -> (Socket, mpsc::UnboundedReceiver<OwnedFd>) {
         let (returned, returns) = mpsc::unbounded_channel();
+        let message = format!("CONN={name}").into_bytes();
+        let batch = ((MAX_MESSAGE + 1) / (message.len() + 1)).clamp(1, MAX_CONNS_PER_MESSAGE);
         let socket = Socket {
             index,
             local,
-            message: format!("CONN={name}").into_bytes(),
+            message,
+            batch,
             returned,
         };
         (socket, returns)

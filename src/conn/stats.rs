@@ -1,7 +1,8 @@
 //! Counters kept on the connection path, for the metrics endpoint.
 //!
 //! The accept loops bump these as connections go by: how long each waited
-//! between `accept()` and its hand-over to a worker (a histogram), and how
+//! between `accept()` and its hand-over to a worker (a histogram, by the
+//! batch: connections accepted in one wake-up are handed over together), and how
 //! many `accept()` calls failed for lack of descriptors or memory. They are
 //! plain cells on the single event loop, so a bump costs an add; the
 //! metrics endpoint ([`crate::metrics`]) reads them when scraped.
@@ -27,15 +28,18 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    /// A connection was handed to a worker `waited` after it was accepted.
-    pub(crate) fn dispatched(&self, waited: Duration) {
+    /// `count` connections accepted in one go were handed to workers
+    /// `waited` after the first of them was accepted: the clock is read once
+    /// per batch, not per connection.
+    pub(crate) fn dispatched(&self, count: u64, waited: Duration) {
         let seconds = waited.as_secs_f64();
         let bucket = BUCKETS
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(BUCKETS.len());
-        self.latency[bucket].set(self.latency[bucket].get() + 1);
-        self.latency_sum.set(self.latency_sum.get() + seconds);
+        self.latency[bucket].set(self.latency[bucket].get() + count);
+        self.latency_sum
+            .set(self.latency_sum.get() + seconds * count as f64);
     }
 
     /// An `accept()` failed for want of descriptors or memory.

@@ -2,13 +2,15 @@
 //!
 //! The pool and dispatch deal with every worker the same way; what differs is
 //! the wire. A [`Transport`] is the manager's end of one worker's channel and
-//! does the four things they need: offer a connection ([`Transport::offer`]),
+//! does the four things they need: offer a connection ([`Transport::offer`],
+//! or [`Transport::send_conns`] for those it takes in batches),
 //! report what the worker says as [`Notice`]s ([`Transport::recv`]), ask it to
 //! stop ([`Transport::ask_to_stop`]), and nothing else. There are three:
 //!
 //! - [`Transport::Native`]: sockherd's own protocol ([`super::channel`]); a
-//!   connection is handed over in one datagram and the manager's copy is
-//!   closed at once.
+//!   connection is handed over in one datagram (in version 2, every
+//!   connection a wake-up has for it in one datagram) and the manager's
+//!   copy is closed at once.
 //! - [`Transport::Node`]: an unmodified Node.js app as a cluster worker or a
 //!   plain `child_process` IPC child ([`super::node`]). It holds the connection
 //!   until the app took it, takes one at a time, and hands connections back
@@ -24,18 +26,21 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use nix::sys::signal::Signal;
 use nix::sys::socket::SockType;
 use tokio::sync::Notify;
 
-use super::channel::{self, Channel, SendError};
+use super::channel::{self, Channel, Reports, SendError};
 use super::node;
 use super::notice::{Garbage, Notice};
 use super::peer::{Peer, Refused};
-use super::protocol::{CHANNEL_FD, PROTOCOL_VERSION, SOCKHERD_CHANNEL_FD, SOCKHERD_PROTOCOL};
+use super::protocol::{
+    CHANNEL_FD, FIRST_VERSION, PROTOCOL_VERSION, SOCKHERD_CHANNEL_FD, SOCKHERD_PROTOCOL,
+    SOCKHERD_PROTOCOL_MAX,
+};
 use super::shared::{self, Shared};
 use super::socket::Socket;
 
@@ -84,7 +89,8 @@ impl Protocol {
                 let (manager, worker) = channel::pair(SockType::SeqPacket)?;
                 let env = vec![
                     (SOCKHERD_CHANNEL_FD, CHANNEL_FD.to_string().into()),
-                    (SOCKHERD_PROTOCOL, PROTOCOL_VERSION.to_string().into()),
+                    (SOCKHERD_PROTOCOL, FIRST_VERSION.to_string().into()),
+                    (SOCKHERD_PROTOCOL_MAX, PROTOCOL_VERSION.to_string().into()),
                 ];
                 (manager, worker, env)
             }
@@ -164,21 +170,47 @@ impl Transport {
         }
     }
 
-    /// Offers `conn`, accepted on `socket`, without waiting. On success the
-    /// transport owns it (and closes the manager's copy when the worker has its
-    /// own); otherwise it comes back with the reason.
+    /// Whether connections for it are gathered and handed over together
+    /// ([`Transport::send_conns`]) rather than offered one by one
+    /// ([`Transport::offer`]): a native channel's are.
+    pub(crate) fn batches(&self) -> bool {
+        matches!(self, Transport::Native(_))
+    }
+
+    /// Offers `conn`, accepted on `socket`, without waiting, to a transport
+    /// that does not batch. On success the transport owns it; otherwise it
+    /// comes back with the reason.
     pub(crate) fn offer(&self, conn: OwnedFd, socket: &Socket) -> Result<(), (OwnedFd, Refused)> {
         match self {
-            Transport::Native(channel) => {
-                match channel.try_send_conn(conn.as_fd(), &socket.message) {
-                    Ok(()) => Ok(()),
-                    Err(SendError::WouldBlock) => Err((conn, Refused::Busy)),
-                    Err(SendError::Gone) => Err((conn, Refused::Gone)),
-                }
-            }
             Transport::Node(link) => link.offer(conn, socket),
-            // It accepts on the listening sockets by itself.
-            Transport::Notify(_) => Err((conn, Refused::NotListening)),
+            // It accepts on the listening sockets by itself; a native
+            // channel is handed its connections by `send_conns`.
+            Transport::Notify(_) | Transport::Native(_) => Err((conn, Refused::NotListening)),
+        }
+    }
+
+    /// Hands `fds`, accepted on `socket`, to a transport that batches,
+    /// without waiting; no more than `socket.batch` of them. Returns how many
+    /// it took, from the first on, and why it did not take the next. The
+    /// caller keeps (and closes) its copies either way.
+    pub(crate) fn send_conns(&self, fds: &[RawFd], socket: &Socket) -> (usize, Option<Refused>) {
+        match self {
+            Transport::Native(channel) => match channel.send_conns(fds, &socket.message) {
+                (sent, None) => (sent, None),
+                (sent, Some(SendError::WouldBlock)) => (sent, Some(Refused::Busy)),
+                (sent, Some(SendError::Gone)) => (sent, Some(Refused::Gone)),
+            },
+            Transport::Node(_) | Transport::Notify(_) => (0, Some(Refused::NotListening)),
+        }
+    }
+
+    /// Tells the worker whether the policy goes by its closes (least-conn),
+    /// so that it reports each at once, or only counts them, so that it may
+    /// gather them: a native worker of protocol version 2 is told; the
+    /// others report the same either way.
+    pub(crate) fn need_closes(&self, now: bool) {
+        if let Transport::Native(channel) = self {
+            channel.set_reports(if now { Reports::Each } else { Reports::Lazy });
         }
     }
 

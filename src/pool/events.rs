@@ -58,9 +58,6 @@ impl Pool {
         if notice.heartbeat {
             worker.last_heartbeat = Some(Instant::now());
         }
-        if notice.closed > 0 {
-            worker.route.report_closed(notice.closed);
-        }
         if let Some(status) = &notice.status {
             tracing::debug!(
                 worker_id = worker.id,

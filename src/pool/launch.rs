@@ -3,14 +3,17 @@
 //! The pool decides *when* a worker starts and what it stands for; a [`Launch`]
 //! does the starting. [`Processes`] is the real one: it forks and execs the
 //! worker ([`super::spawn`]), wraps the manager's end of its channel in a
-//! [`Transport`], and starts the tasks that watch it — one reaps the child and
-//! delivers signals to its process group, one reads its channel — and hands
-//! its stdout and stderr pipes to the log thread ([`crate::log::forward`]).
-//! Each task reports what it sees to the pool as a [`WorkerEvent`], through
-//! a bounded channel ([`EVENTS_IN_FLIGHT`]): what a worker says waits there,
-//! merged into one notice, when the pool is behind, and is read no faster
-//! than [`MESSAGES_PER_SECOND`], so whatever a worker sends costs the manager
-//! bounded memory and a bounded share of its loop.
+//! [`Transport`] and that in the [`Route`] dispatch knows it by, and starts
+//! the tasks that watch it — one reaps the child and delivers signals to its
+//! process group, one reads its channel — and hands its stdout and stderr
+//! pipes to the log thread ([`crate::log::forward`]). Each task reports what
+//! it sees to the pool as a [`WorkerEvent`], through a bounded channel
+//! ([`EVENTS_IN_FLIGHT`]): what a worker says waits there, merged into one
+//! notice, when the pool is behind, and is read no faster than
+//! [`MESSAGES_PER_SECOND`], so whatever a worker sends costs the manager
+//! bounded memory and a bounded share of its loop. A message that says
+//! nothing but `CLOSED=<n>` — one per connection under least-conn — goes
+//! no further than the reader: it counts the closes on the route itself.
 //!
 //! The pool's own unit tests launch nothing: their launcher hands out a
 //! transport over a socketpair and lets the test play the worker, so every
@@ -19,6 +22,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::process::ExitStatus;
+use std::rc::Rc;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::getpgid;
@@ -31,7 +35,7 @@ use super::orphans;
 use super::spawn::{self, Spec};
 use super::usage::Usage;
 use super::worker::Process;
-use crate::conn::dispatch::Dispatcher;
+use crate::conn::dispatch::{Dispatcher, Route};
 use crate::conn::notice::{Garbage, Notice};
 use crate::conn::peer::Peer;
 use crate::conn::transport::Transport;
@@ -51,7 +55,8 @@ const MESSAGES_PER_SECOND: u32 = 10_000;
 /// Something that happened to a worker, reported by the tasks watching it.
 #[derive(Debug)]
 pub(crate) enum WorkerEvent {
-    /// It said something on its channel.
+    /// It said something on its channel (but closes, which its reader
+    /// counts on the route itself).
     Notice(u64, Notice),
     /// It broke the protocol; it is replaced.
     Garbage(u64, Garbage),
@@ -63,10 +68,11 @@ pub(crate) enum WorkerEvent {
     Usage(Vec<(u64, Usage)>),
 }
 
-/// A worker just launched: its process, and the manager's end of its channel.
+/// A worker just launched: its process, and the manager's end of its
+/// channel as dispatch knows it.
 pub(crate) struct Launched {
     pub process: Process,
-    pub transport: Transport,
+    pub route: Rc<Route>,
 }
 
 /// Starts workers for the pool.
@@ -117,6 +123,7 @@ impl Launch for Processes {
         .inspect_err(|_| {
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
         })?;
+        let route = Rc::new(Route::new(serial, id, transport));
         let tasks = vec![
             spawn_local(watch_process(
                 serial,
@@ -124,11 +131,7 @@ impl Launch for Processes {
                 signals_rx,
                 events.clone(),
             )),
-            spawn_local(read_channel(
-                (serial, id, pid),
-                transport.clone(),
-                events.clone(),
-            )),
+            spawn_local(read_channel((id, pid), Rc::clone(&route), events.clone())),
         ];
         // Off the event loop: read by the log thread until their end.
         for (pipe, stream) in [
@@ -146,7 +149,7 @@ impl Launch for Processes {
                 signals,
                 tasks,
             },
-            transport,
+            route,
         })
     }
 
@@ -197,14 +200,11 @@ async fn watch_process(
 }
 
 /// Forwards what a worker says on its channel until it closes or misbehaves.
-/// While the pool has no room, what the worker says is merged into one
-/// waiting notice; and the channel is read no faster than
-/// [`MESSAGES_PER_SECOND`].
-async fn read_channel(
-    (serial, id, pid): (u64, u32, u32),
-    channel: Transport,
-    events: mpsc::Sender<WorkerEvent>,
-) {
+/// Closes are counted on its route at once; what else it says goes to the
+/// pool, merged into one waiting notice while the pool has no room. The
+/// channel is read no faster than [`MESSAGES_PER_SECOND`].
+async fn read_channel((id, pid): (u32, u32), route: Rc<Route>, events: mpsc::Sender<WorkerEvent>) {
+    let serial = route.serial;
     let mut waiting: Option<Notice> = None;
     let mut budget = Budget::new();
     let end = loop {
@@ -214,11 +214,14 @@ async fn read_channel(
                 (Ok(room), Some(notice)) => room.send(WorkerEvent::Notice(serial, notice)),
                 _ => return,
             },
-            said = channel.recv() => match said {
-                Ok(Some(Ok(notice))) => {
-                    match &mut waiting {
-                        Some(earlier) => earlier.merge(notice),
-                        None => waiting = Some(notice),
+            said = route.transport.recv() => match said {
+                Ok(Some(Ok(mut notice))) => {
+                    route.report_closed(std::mem::take(&mut notice.closed));
+                    if !notice.only_closes() {
+                        match &mut waiting {
+                            Some(earlier) => earlier.merge(notice),
+                            None => waiting = Some(notice),
+                        }
                     }
                     if let Some(news) = budget.take() {
                         if news {
@@ -247,6 +250,9 @@ async fn read_channel(
 }
 
 /// How many messages a channel reader may still read in the current second.
+/// The clock is read once per [`MESSAGES_PER_SECOND`] messages, not per
+/// message: a second starts when its budget is handed out, and a reader that
+/// spends it before the second is over waits for the next.
 struct Budget {
     left: u32,
     /// When the current second ends.
@@ -265,18 +271,23 @@ impl Budget {
         }
     }
 
-    /// Takes one message. `None` while the second's budget lasts; once it is
-    /// spent, `Some(news)`, `news` when the flood has just begun (log it),
-    /// and the caller waits for [`Budget::refill`].
+    /// Takes one message. `None` while the budget lasts, or when it ran out
+    /// after its second was over (a new second starts, with a full budget);
+    /// `Some(news)` when it ran out within its second, `news` when the flood
+    /// has just begun (log it): the caller waits for [`Budget::refill`].
     fn take(&mut self) -> Option<bool> {
+        self.left -= 1;
+        if self.left > 0 {
+            return None;
+        }
         let now = Instant::now();
         if now >= self.until {
-            self.flooding &= self.left == 0;
+            self.flooding = false;
             self.left = MESSAGES_PER_SECOND;
             self.until = now + Duration::from_secs(1);
+            return None;
         }
-        self.left = self.left.saturating_sub(1);
-        (self.left == 0).then(|| !std::mem::replace(&mut self.flooding, true))
+        Some(!std::mem::replace(&mut self.flooding, true))
     }
 
     /// Waits for the next second, and starts it with a full budget.

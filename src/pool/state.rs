@@ -19,7 +19,7 @@ use super::report::{
 use super::settings::{Configured, Reconfigure, Settings};
 use super::spawn::Spec;
 use super::worker::{Slot, SlotState, State, Worker};
-use crate::conn::dispatch::{Dispatcher, Route};
+use crate::conn::dispatch::Dispatcher;
 
 /// Why a new worker is being started next to an old one.
 pub(crate) enum Purpose {
@@ -194,8 +194,14 @@ impl Pool {
             }
         };
         let pid = launched.process.pid;
-        let route = Rc::new(Route::new(serial, id, launched.transport));
-        let worker = Worker::new(id, serial, generation, launched.process, route, deadline);
+        let worker = Worker::new(
+            id,
+            serial,
+            generation,
+            launched.process,
+            launched.route,
+            deadline,
+        );
         tracing::info!(
             event = "worker-started",
             worker_id = id,

@@ -32,7 +32,7 @@ use super::usage::Usage;
 use super::worker::Process;
 use super::{Outcome, Pool};
 use crate::conn::channel::{self, Channel};
-use crate::conn::dispatch::Dispatcher;
+use crate::conn::dispatch::{Dispatcher, Route};
 use crate::conn::notice::{Garbage, Notice};
 use crate::conn::policy::Policy;
 use crate::conn::transport::{Protocol, Transport};
@@ -91,7 +91,11 @@ impl Launch for FakeLauncher {
                 signals,
                 tasks: Vec::new(),
             },
-            transport: Transport::Native(Rc::new(Channel::new(manager)?)),
+            route: Rc::new(Route::new(
+                serial,
+                id,
+                Transport::Native(Rc::new(Channel::new(manager)?)),
+            )),
         })
     }
 
@@ -541,25 +545,17 @@ fn a_drain_is_reported_as_it_ended() {
     test(async {
         let mut rig = Rig::start(settings(5)).await;
         rig.all_ready().await;
-        // Every worker gets two connections; worker 4 reports one closed.
+        // Workers 0 to 3 get two connections, worker 4 one.
         let (socket, _returns) = rig
             .dispatcher
             .add_socket("http", crate::sockets::listener::Local::UnixUnnamed);
         let mut clients = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..9 {
             let (conn, client) = channel::pair(SockType::Stream).expect("a connection");
             assert!(rig.dispatcher.dispatch(conn, &socket).is_ok());
             clients.push(client);
         }
         rig.settle().await;
-        rig.tell(
-            rig.latest(4),
-            Notice {
-                closed: 1,
-                ..Notice::default()
-            },
-        )
-        .await;
         let _answer = rig.ask(|reply| Request::Scale(1, reply));
         rig.settle().await;
         rig.events();

@@ -57,6 +57,13 @@ fn notice_model(bytes: &[u8]) -> Option<Notice> {
             "STOPPING" => notice.stopping |= value == "1",
             "WATCHDOG" => notice.heartbeat |= value == "1",
             "STATUS" => notice.status = Some(value.to_owned()),
+            // A count, or garbage; several add up.
+            "CLOSED" => notice.closed = notice.closed.saturating_add(value.parse().ok()?),
+            // Only a version the manager offers: 1 or 2.
+            "PROTOCOL" => match value.parse::<u32>() {
+                Ok(version @ 1..=2) => notice.protocol = Some(version),
+                _ => return None,
+            },
             _ => {}
         }
     }

@@ -61,6 +61,25 @@ impl Manager {
         .expect("hand a connection over");
     }
 
+    /// Hands over several connections in one message, as a manager speaking
+    /// protocol version 2 does: a `CONN=name` line for each, the
+    /// descriptors in the order of the lines.
+    pub fn hand_over_many(&self, conns: Vec<(&str, OwnedFd)>) {
+        let text: Vec<String> = conns
+            .iter()
+            .map(|(name, _)| format!("CONN={name}"))
+            .collect();
+        let fds: Vec<RawFd> = conns.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        sendmsg::<UnixAddr>(
+            self.0.as_raw_fd(),
+            &[IoSlice::new(text.join("\n").as_bytes())],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .expect("hand connections over");
+    }
+
     /// The next message from the worker, if one is there now.
     pub fn try_recv(&self) -> Option<String> {
         let mut buf = [0u8; 4096];
