@@ -9,8 +9,9 @@
 #          accept() on one shared socket themselves (examples/hello_shared:
 #          no hand-over at all, the limit); wrk with a new connection per
 #          request (close) and with keep-alive;
-#   node   the same Node app (bench/node/hello.js) under sockherd, under
-#          Node's own cluster primary, round-robin and SCHED_NONE
+#   node   the same Node app (bench/node/hello.js) under sockherd
+#          (round-robin, and --policy none: each worker accepts on the
+#          shared socket), under Node's own cluster primary, round-robin and SCHED_NONE
 #          (bench/node/cluster.js), and under PM2 cluster mode (`pm2 start
 #          -i WORKERS`, as is and with --no-pmx; PM2 installed by npm into
 #          $OUT, each daemon with its own PM2_HOME; left out, saying so, when
@@ -303,6 +304,13 @@ section_node() {
     PORT=$port start_sockherd "sockherd (node)" "$port" "$WORKERS" "$OUT/node-sockherd.log" -- node "$NODE_APP"
     target node sockherd "$port" "$STARTED_PID"
     next_port port
+    echo "== node: sockherd --policy none, $WORKERS node workers, on 127.0.0.1:$port"
+    SERVE_ARGS=(--policy none)
+    PORT=$port start_sockherd "sockherd none (node)" "$port" "$WORKERS" \
+        "$OUT/node-sockherd-none.log" -- node "$NODE_APP"
+    SERVE_ARGS=()
+    target node sockherd-none "$port" "$STARTED_PID"
+    next_port port
     node_primary rr rr "$port"
     next_port port
     node_primary none none "$port"
@@ -331,6 +339,7 @@ section_node() {
         fi
         row "$label" "sockherd, $WORKERS workers" node sockherd "$mode" "$vs"
         row "$label" "node cluster rr, $WORKERS workers" node rr "$mode" "1 (reference)"
+        row "$label" "sockherd --policy none" node sockherd-none "$mode" "$(xfmt "$(ratio node sockherd-none none "$mode")") SCHED_NONE"
         row "$label" "node cluster SCHED_NONE" node none "$mode" "$(xfmt "$(ratio node none rr "$mode")") node rr"
         if ((pm2)); then
             row "$label" "PM2 -i $WORKERS" node pm2 "$mode" "$(xfmt "$(ratio node pm2 rr "$mode")") node rr"
@@ -343,13 +352,21 @@ section_node() {
             NOTES+=("node, new conn/req, sockherd/PM2 by round: $(round_ratios node sockherd pm2 close | paste -sd' ')")
         fi
     fi
+    local r c
+    r=$(ratio node sockherd-none none close)
+    TARGETS+=("Node app, --policy none ≥ 0.9× Node's SCHED_NONE, close mode (req/s)|$(xfmt "$r")|$(verdict "$r" '>=' 0.9)")
+    c=$(cpu_ratio node sockherd-none none close)
+    TARGETS+=("  same, by server CPU per request¹|$(xfmt "$c")|$(verdict "$c" '>=' 0.9)")
+    r=$(ratio node sockherd rr close)
+    TARGETS+=("Node app, round-robin ≥ 1.2× Node's round-robin, close mode (req/s)|$(xfmt "$r")|$(verdict "$r" '>=' 1.2)")
+    c=$(cpu_ratio node sockherd rr close)
+    TARGETS+=("  same, by server CPU per request¹|$(xfmt "$c")|$(verdict "$c" '>=' 1.2)")
     if ((pm2)); then
-        TARGETS+=("Node app, close mode ≥ 2× PM2 (req/s)|$(xfmt "${RATIO_PM2[close]}")|$(verdict "${RATIO_PM2[close]}" '>=' 2)")
-        local c
+        TARGETS+=("Node app, round-robin ≥ 3× PM2 with its defaults (pm2 start -i $WORKERS), close mode (req/s)|$(xfmt "${RATIO_PM2[close]}")|$(verdict "${RATIO_PM2[close]}" '>=' 3)")
         c=$(cpu_ratio node sockherd pm2 close)
-        TARGETS+=("  same, by server CPU per request¹|$(xfmt "$c")|$(verdict "$c" '>=' 2)")
+        TARGETS+=("  same, by server CPU per request¹|$(xfmt "$c")|$(verdict "$c" '>=' 3)")
     else
-        TARGETS+=("Node app, close mode ≥ 2× PM2|—|not measured: $PM2_SKIPPED")
+        TARGETS+=("Node app, round-robin ≥ 3× PM2 with its defaults|—|not measured: $PM2_SKIPPED")
     fi
     local hwm=${MEM_HWM[node/sockherd]}
     TARGETS+=("manager VmHWM ≤ 5 MiB ($WORKERS node workers)|$(mib "$hwm") MiB|$(verdict "$hwm" '<=' 5120)")
