@@ -3,7 +3,14 @@
 #
 # 1. installs cargo-deb if it is missing (`cargo install cargo-deb --locked`,
 #    from crates.io);
-# 2. builds the release binary;
+# 2. builds the release binary with the package's Debian version as its
+#    build label (SOCKHERD_BUILD=0.1.0-2: `sockherd --version` prints
+#    `sockherd 0.1.0 (0.1.0-2)`), so that every revision of the package is a
+#    build that says which it is: after an upgrade re-executes a running
+#    manager (postinst, docs/upgrade.md), its Version property shows the
+#    revision it now runs. The label is the version cargo-deb gives the
+#    package: `--deb-version V` as given, else the crate's version and
+#    `--deb-revision R` (default 1);
 # 3. generates, with that binary, the man pages (`sockherd manpage`, hidden)
 #    and the bash/zsh/fish completions (`sockherd completions SHELL`) into
 #    target/assets/: they describe exactly the binary that is packaged, and
@@ -23,7 +30,33 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --locked
 fi
 
-cargo build --release --locked -p sockherd
+# The Debian version cargo-deb will write, from the same arguments.
+version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
+revision=1
+deb_version=
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case ${args[i]} in
+        --deb-revision) revision=${args[i + 1]:-} ;;
+        --deb-revision=*) revision=${args[i]#*=} ;;
+        --deb-version) deb_version=${args[i + 1]:-} ;;
+        --deb-version=*) deb_version=${args[i]#*=} ;;
+    esac
+done
+label=${deb_version:-$version${revision:+-$revision}}
+if ((${#label} > 48)); then
+    echo "build-deb: the build label '$label' is longer than the 48 bytes a binary holds" >&2
+    exit 2
+fi
+echo "build-deb: building sockherd $version with the build label $label" >&2
+# Cargo rebuilds the crate when SOCKHERD_BUILD changes (it is read with
+# option_env!), so two revisions built in a row are two builds.
+SOCKHERD_BUILD=$label cargo build --release --locked -p sockherd
+reported=$(target/release/sockherd --version)
+if [ "$reported" != "sockherd $version ($label)" ]; then
+    echo "build-deb: target/release/sockherd reports '$reported', not 'sockherd $version ($label)'" >&2
+    exit 1
+fi
 
 assets=target/assets
 rm -rf "$assets"
