@@ -2,12 +2,16 @@
 # package.sh: the Debian package on a clean Debian 12, under a real systemd.
 #
 # Builds the .deb twice (revision 1, and revision 2 to upgrade to) with
-# packaging/build-deb.sh, boots a fresh container (systemd 252 as PID 1, the
-# harness in lib.sh) and does what a user does: installs the package with
-# apt-get, writes units with `sockherd unit --install` for the hello example
-# and for a Node.js app, starts them, steers them over D-Bus, upgrades the
-# package under load, restarts onto the new binary under load, and removes
-# the package. docs/packaging.md lists every check.
+# packaging/build-deb.sh, which labels each build with its Debian version
+# (`sockherd 0.1.0 (0.1.0-2)`), boots a fresh container (systemd 252 as PID
+# 1, the harness in lib.sh) and does what a user does: installs the package
+# with apt-get, writes units with `sockherd unit --install` for the hello
+# example and for a Node.js app, starts them, steers them over D-Bus,
+# upgrades the package under load (postinst re-executes both managers in
+# place: same PIDs, same workers, the new build's Version), reinstalls it
+# with the opt-out in /etc/default/sockherd (nothing re-executed), restarts
+# onto the new binary under load, and removes the package.
+# docs/packaging.md lists every check.
 #
 # The container has no network, so apt-get must resolve the package's
 # dependencies from what is installed: the .deb depends only on libc6 (found
@@ -102,6 +106,15 @@ active() { test "$(cx systemctl is-active "$@" | sort -u)" = active; }
 # No process of the container runs the sockherd binary or node.
 none_running() { ! cx ps -eo comm= | grep -Eq '^(sockherd|node|nodejs|hello)$'; }
 exe_of() { cx readlink "/proc/$1/exe"; }
+# APP's workers' pids (ListWorkers), sorted; and a property of its manager.
+worker_pids() {
+  cx busctl --json=short call "io.sockherd.$1" /io/sockherd/Manager io.sockherd.Manager1 ListWorkers |
+    jq -r '.data[0][] | .[1]' | sort -n | paste -sd' '
+}
+mgr_prop() {
+  cx busctl get-property "io.sockherd.$1" /io/sockherd/Manager io.sockherd.Manager1 "$2" |
+    cut -d' ' -f2- | sed -E 's/^"(.*)"$/\1/'
+}
 # A client loop inside the container: one new connection per request to PORT,
 # one line per request (its HTTP status, 000 when it failed; curl's errors go
 # to a file of their own), until /run/load-stop exists.
@@ -234,20 +247,58 @@ check "... and starts without it" node_under no
 check "... node --jitless does start under it (what --deny-write-execute allows)" node_under yes --jitless
 
 # ------------------------------------------------------------ 4. upgrade under load
-main1=$(prop MainPID hello.service)
+# postinst re-executes every running manager (`sockherd upgrade`): each one
+# keeps its PID and its workers and goes on as the new build.
+v1="$version ($version-1)"
+v2="$version ($version-2)"
+check "hello's manager is revision 1's build (Version '$(mgr_prop hello Version)')" \
+  test "$(mgr_prop hello Version)" = "$v1"
+declare -A mains wpids nrs
+for app in hello nodeapp; do
+  mains[$app]=$(prop MainPID "$app.service")
+  wpids[$app]=$(worker_pids "$app")
+  nrs[$app]=$(prop NRestarts "$app.service")
+done
 start_load 8080
 log "load on :8080 (pid $LOAD); apt-get install ${DEB2##*/}"
 apt_get install "$DEB2" >"$STATE/upgrade.log" 2>&1
 check "apt-get install ./${DEB2##*/}: upgraded while hello serves" \
   test "$(cx dpkg-query -W -f='${Version}' sockherd)" = "$version-2"
 sleep 1
-check "the running manager was left alone (same MainPID $main1)" \
-  test "$(prop MainPID hello.service)" = "$main1"
-check "... and runs the old binary, now deleted, until restarted ($(exe_of "$main1"))" \
-  test "$(exe_of "$main1")" = "/usr/bin/sockherd (deleted)"
 stop_load 8080 upgrade
 check "no request failed during the upgrade ($total requests, $failed failed)" \
   test "$failed" = 0 -a "$total" -gt 0
+for app in hello nodeapp; do
+  said=$(grep -E "^$app: " "$STATE/upgrade.log" | head -1)
+  check "postinst re-executed $app's manager ($said)" \
+    grep -qE "^$app: $version \($version-1\) → $version \($version-2\) in [0-9]+ ms$" "$STATE/upgrade.log"
+  check "... $app: the same manager (MainPID ${mains[$app]}), now running the new /usr/bin/sockherd ($(exe_of "${mains[$app]}"))" \
+    test "$(prop MainPID "$app.service") $(exe_of "${mains[$app]}")" = "${mains[$app]} /usr/bin/sockherd"
+  check "... $app: Version '$v2'" test "$(mgr_prop "$app" Version)" = "$v2"
+  check "... $app: the same workers (${wpids[$app]})" test "$(worker_pids "$app")" = "${wpids[$app]}"
+  check "... $app: active, no restart counted (NRestarts=${nrs[$app]})" \
+    test "$(prop ActiveState "$app.service") $(prop NRestarts "$app.service")" = "active ${nrs[$app]}"
+done
+check "... and hello answers from those workers" \
+  test "$(pids_of 8080 4 | paste -sd' ')" = "$(tr ' ' '\n' <<<"${wpids[hello]}" | sort | paste -sd' ')"
+check "postinst warned about nothing" not grep -q "sockherd: warning" "$STATE/upgrade.log"
+cx journalctl -u hello.service -o cat --no-pager >"$STATE/journal-hello.txt"
+check "journalctl -u hello: 're-executed: $v1 → $v2 in N ms, 2 workers kept'" \
+  grep -qE "^re-executed: $version \($version-1\) → $version \($version-2\) in [0-9]+ ms, 2 workers kept$" \
+  "$STATE/journal-hello.txt"
+
+# The opt-out: a reinstall runs postinst as an upgrade does (configure, with
+# the version it replaces), and with SOCKHERD_REEXEC_ON_UPGRADE=no it says so
+# and re-executes nothing.
+image=$(mgr_prop hello ImageStartedUsec)
+cx sh -c 'printf "# written by the package test\nSOCKHERD_REEXEC_ON_UPGRADE=no\n" >/etc/default/sockherd'
+apt_get install --reinstall "$DEB2" >"$STATE/optout.log" 2>&1
+optout_said() { grep -q "SOCKHERD_REEXEC_ON_UPGRADE=no in /etc/default/sockherd" "$1" && ! grep -qE "^(hello|nodeapp): " "$1"; }
+check "reinstalled with SOCKHERD_REEXEC_ON_UPGRADE=no in /etc/default/sockherd: postinst says so and re-executes nothing" \
+  optout_said "$STATE/optout.log"
+check "... hello's image is the same (ImageStartedUsec $image), same MainPID" \
+  test "$(mgr_prop hello ImageStartedUsec) $(prop MainPID hello.service)" = "$image ${mains[hello]}"
+cx rm -f /etc/default/sockherd
 start_load 8080
 log "systemctl restart hello.service under load"
 check "systemctl restart hello.service" cx systemctl restart hello.service
@@ -257,7 +308,7 @@ stop_load 8080 restart
 check "no request failed during the restart: they waited in the socket ($total requests, $failed failed)" \
   test "$failed" = 0 -a "$total" -gt 0
 check "the new manager (pid $main2) runs the new binary" \
-  test "$main2" != "$main1" -a "$(exe_of "$main2")" = /usr/bin/sockherd
+  test "$main2" != "${mains[hello]}" -a "$(exe_of "$main2")" = /usr/bin/sockherd
 check "... and owns its D-Bus name again" bus hello Scale u 2
 
 # ------------------------------------------------------------ 5. remove

@@ -6,8 +6,10 @@
 # app.socket/app.service (plus the drop-in e2e.conf), and checks socket
 # activation, sd_notify (READY, STATUS, RELOADING, STOPPING), the watchdog,
 # the journal fields, the D-Bus interface and the CLI on the real system bus,
-# reload (SIGHUP and `systemctl reload`, also one that fails), restart under
-# load, and stop. TESTS.md lists every check.
+# reload (SIGHUP and `systemctl reload`, also one that fails), the manager's
+# re-exec in place (SIGUSR2 and `sockherd upgrade` under load, into another
+# build, and the refusals), restart under load, and stop. TESTS.md lists
+# every check.
 #
 # Usage (root): tests/e2e/run.sh
 #   E2E_NO_BUILD=1   skip `cargo build --workspace --all-targets`
@@ -163,7 +165,9 @@ cx mkdir -p /usr/local/lib/sockherd /etc/systemd/system/app.service.d
 cx mkdir -p /etc/sysusers.d
 cx sh -c 'cat >/etc/sysusers.d/sockherd.conf' <"$ROOT/packaging/sysusers/sockherd.conf"
 cx systemd-sysusers
-cx ln -sf /opt/sockherd/sockherd /usr/local/bin/sockherd
+# A copy, not a link into the read-only bind mount: the re-exec checks
+# replace this file the way a package upgrade replaces /usr/bin/sockherd.
+cx install -m 755 /opt/sockherd/sockherd /usr/local/bin/sockherd
 cx ln -sf /opt/sockherd/examples/hello /usr/local/lib/sockherd/hello
 cx ln -sf /opt/sockherd/chatty /usr/local/lib/sockherd/chatty
 cx sh -c 'cat >/usr/local/lib/sockherd/e2e-worker && chmod 755 /usr/local/lib/sockherd/e2e-worker' <"$HERE/worker.sh"
@@ -445,6 +449,149 @@ check "journal: reload-finished with SOCKHERD_OK=false, an error (priority 3)" \
                       and .SOCKHERD_OK == \"false\" and .PRIORITY == \"3\")"
 only_old_left() { test "$(workers | awk '{ print $2 }' | sort)" = "$pids_before"; }
 check "the hung new worker is gone; only the old workers are left" eventually only_old_left
+
+# ------------------------------------------------------------ 9b. re-exec in place
+# The manager execs the binary at its own path again (/usr/local/bin/sockherd,
+# a copy in the container) as the same process, keeping its workers and
+# sockets: by SIGUSR2 under load, five times in a row; into a stamped copy of
+# the binary ("another build") with `sockherd upgrade`; and into files it must
+# refuse. The CLI runs from /opt/sockherd, so that it works while
+# /usr/local/bin/sockherd is made unrunnable.
+CLI=/opt/sockherd/sockherd
+crate_version=$(awk -F'"' '/^version = / { print $2; exit }' "$ROOT/Cargo.toml")
+version0=$(cx "$CLI" --version | sed 's/^sockherd //')
+# A string property without busctl's quotes.
+mgr_str() { mgr_prop "$1" | sed -E 's/^"(.*)"$/\1/'; }
+mgr_str_is() { test "$(mgr_str "$1")" = "$2"; }
+events() { jqj "select(.SOCKHERD_EVENT == \"$1\") | .MESSAGE" | wc -l; }
+# Connections dispatched, summed over the workers (ListWorkers' counters).
+dispatched() { workers | awk '{ s += $4 } END { print s + 0 }'; }
+watchdog_fired() { cx journalctl -u app.service --no-pager -o cat | grep -q "Watchdog timeout"; }
+main_pid=$(prop MainPID)
+pids_before=$(ready_pids)
+nrestarts=$(prop NRestarts)
+image0=$(mgr_prop ImageStartedUsec)
+done0=$(events reexec-done)
+failed0=$(events reexec-failed)
+check "Version is the binary's own ($version0), ImageStartedUsec is set ($image0)" \
+  test "$(mgr_str Version)" = "$version0" -a "${image0:-0}" -gt 0
+check "the binary's version is the crate's, without a label ($version0)" test "$version0" = "$crate_version"
+
+# (a) SIGUSR2, 5 times in a row under load; ActiveState sampled throughout.
+: >"$STATE/reexec-samples.txt"
+usr2_done() { sample >>"$STATE/reexec-samples.txt"; test "$(events reexec-done)" -ge "$1"; }
+usr2_times() {
+  local i
+  for i in $(seq 1 "$1"); do
+    cx systemctl kill --kill-who=main -s USR2 app.service || return 1
+    E2E_POLL=30 eventually usr2_done $((done0 + i)) || return 1
+  done
+}
+conns_then=$(dispatched)
+under_load reexec-usr2 usr2_times 5
+check "SIGUSR2 5 times: 5 re-execs done (journal: reexec-done)" test "$rc" = 0 -a "$(events reexec-done)" = $((done0 + 5))
+log "ActiveState while re-executing: $(cut -d'|' -f1 "$STATE/reexec-samples.txt" | sort | uniq -c | tr -s ' ' | paste -sd,)"
+check "ActiveState stayed active throughout (or reloading, between RELOADING=1 and READY=1)" \
+  sh -c 'test -s "$1" && ! grep -vqE "^(active|reloading)\|" "$1"' sh "$STATE/reexec-samples.txt"
+check "the manager kept its PID (MainPID $main_pid)" test "$(prop MainPID)" = "$main_pid"
+check "the same 4 worker processes are ready (pids unchanged)" test "$(ready_pids)" = "$pids_before"
+check "no restart counted (NRestarts=$nrestarts)" test "$(prop NRestarts)" = "$nrestarts"
+check "no request failed across the re-execs ($sent sent, $failed failed, $refused refused)" \
+  test "$sent" -ge 30 -a "$failed" = 0
+check "the connection counters continued ($conns_then dispatched before, $(dispatched) after $sent more)" \
+  test "$(dispatched)" -ge $((conns_then + sent))
+check "ImageStartedUsec moved on ($image0 -> $(mgr_prop ImageStartedUsec))" \
+  test "$(mgr_prop ImageStartedUsec)" -gt "$image0"
+check "the manager still owns io.sockherd.app" test "$(owner_pid)" = "$main_pid"
+check "journal: reexec 're-executing /usr/local/bin/sockherd: $version0 → $version0', priority 6" \
+  journal_has "select(.SOCKHERD_EVENT == \"reexec\" and .PRIORITY == \"6\"
+                      and .MESSAGE == \"re-executing /usr/local/bin/sockherd: $version0 → $version0\")"
+took_ms() { jqj 'select(.SOCKHERD_EVENT == "reexec-done") | .MESSAGE' | sed -nE 's/.* in ([0-9]+) ms, .*/\1/p'; }
+log "re-exec times the new image logged (ms): $(took_ms | tail -5 | paste -sd' ')"
+check "journal: reexec-done 're-executed: $version0 → $version0 in N ms, 4 workers kept', priority 6" \
+  journal_has "select(.SOCKHERD_EVENT == \"reexec-done\" and .PRIORITY == \"6\"
+                      and (.MESSAGE | test(\"^re-executed: .* → .* in [0-9]+ ms, 4 workers kept$\")))"
+check "the watchdog did not fire (WatchdogSec=3s; no 'Watchdog timeout')" not watchdog_fired
+
+# (b) Another build on disk, then `sockherd upgrade app`, under load.
+cx sh -c 'cat >/usr/local/lib/sockherd/stamp-build.sh' <"$ROOT/scripts/stamp-build.sh"
+cx bash /usr/local/lib/sockherd/stamp-build.sh "$CLI" e2e-2 /usr/local/bin/sockherd >"$STATE/stamp.txt" 2>&1
+check "scripts/stamp-build.sh replaces /usr/local/bin/sockherd with a copy labelled e2e-2 ($(cat "$STATE/stamp.txt"))" \
+  test "$(cx /usr/local/bin/sockherd --version)" = "sockherd $crate_version (e2e-2)"
+upgrade_app() {
+  cx "$CLI" upgrade app >"$STATE/upgrade-$1.txt" 2>&1
+  upgrade_rc=$?
+  version_then=$(mgr_str Version)
+}
+under_load upgrade upgrade_app b
+check "sockherd upgrade app succeeds: $(head -1 "$STATE/upgrade-b.txt")" \
+  sh -c 'test "$1" = 0 && grep -qE "^app: $2 → $3 \(e2e-2\) in [0-9]+ ms$" "$4"' \
+  sh "$upgrade_rc" "$version0" "$crate_version" "$STATE/upgrade-b.txt"
+check "when it returns, Version is '$crate_version (e2e-2)'" test "$version_then" = "$crate_version (e2e-2)"
+check "the same manager (MainPID $main_pid) runs the new file (/proc/PID/exe: $(cx readlink "/proc/$main_pid/exe"))" \
+  test "$(prop MainPID)" = "$main_pid" -a "$(cx readlink "/proc/$main_pid/exe")" = /usr/local/bin/sockherd
+check "... with the same 4 workers" test "$(ready_pids)" = "$pids_before"
+check "no request failed during the upgrade ($sent sent, $failed failed, $refused refused)" \
+  test "$sent" -ge 30 -a "$failed" = 0
+cx sockherd status app >"$STATE/status-reexec.txt" 2>&1
+check "sockherd status app: 'manager: $crate_version (e2e-2), image started …'" \
+  grep -qE "^ *manager: $crate_version \(e2e-2\), image started " "$STATE/status-reexec.txt"
+check "journal: reexec-done '… $version0 → $crate_version (e2e-2) …'" \
+  journal_has "select(.SOCKHERD_EVENT == \"reexec-done\" and (.MESSAGE | startswith(\"re-executed: $version0 → $crate_version (e2e-2) in \")))"
+
+# (c) The file on disk is not executable: refused, and the manager serves on.
+image_b=$(mgr_prop ImageStartedUsec)
+cx chmod a-x /usr/local/bin/sockherd
+cx "$CLI" upgrade app >"$STATE/upgrade-noexec.txt" 2>&1
+rc=$?
+cx chmod 755 /usr/local/bin/sockherd
+check "sockherd upgrade app into a file that is not executable: exit 1 ($(head -1 "$STATE/upgrade-noexec.txt"))" \
+  sh -c 'test "$1" = 1 && grep -qiE "^sockherd: app: .*(executable|permission)" "$2"' sh "$rc" "$STATE/upgrade-noexec.txt"
+refused_alike() {
+  mgr_str_is Version "$crate_version (e2e-2)" && test "$(mgr_prop ImageStartedUsec)" = "$image_b" &&
+    test "$(prop MainPID) $(prop ActiveState)" = "$main_pid active" && test "$(ready_pids)" = "$pids_before"
+}
+check "... the manager keeps serving on its old code (same image, same PID and workers, active)" refused_alike
+check "... requests are answered by the same 4 workers" \
+  test "$(served_by 8 | awk '{ print $2 }' | sort -u)" = "$pids_before"
+
+# (d) A binary that refuses the state (its __reexec-check fails).
+cx sh -c 'printf "#!/bin/sh\necho \"this build cannot read state version \$2\" >&2\nexit 3\n" >/usr/local/bin/.sockherd.new &&
+  chmod 755 /usr/local/bin/.sockherd.new && mv -f /usr/local/bin/.sockherd.new /usr/local/bin/sockherd'
+cx "$CLI" upgrade app >"$STATE/upgrade-refused.txt" 2>&1
+rc=$?
+check "sockherd upgrade app into a binary whose __reexec-check refuses: exit 1 ($(head -1 "$STATE/upgrade-refused.txt"))" \
+  sh -c 'test "$1" = 1 && grep -qE "^sockherd: app: " "$2"' sh "$rc" "$STATE/upgrade-refused.txt"
+check "... the manager keeps serving on its old code (same image, same PID and workers, active)" refused_alike
+check "journal: reexec-failed 'cannot re-execute: …; still serving on $crate_version (e2e-2)' twice, priority 4" \
+  test "$(jqj "select(.SOCKHERD_EVENT == \"reexec-failed\" and .PRIORITY == \"4\"
+                      and (.MESSAGE | test(\"^cannot re-execute: .*; still serving on $crate_version \\\\(e2e-2\\\\)$\")))
+               | .MESSAGE" | wc -l)" = $((failed0 + 2))
+
+# (e) During a reload a re-exec is refused (Busy); `sockherd upgrade` retries
+# it until the reload is over. The reload hangs (the flag file) and fails after
+# the 5 s ready timeout; the upgrade puts the original binary back.
+cx sh -c 'cp /opt/sockherd/sockherd /usr/local/bin/.sockherd.new && mv -f /usr/local/bin/.sockherd.new /usr/local/bin/sockherd'
+cx touch /run/sockherd-e2e-hang
+cx systemctl reload app.service 2>/dev/null &
+reload_job=$!
+E2E_POLL=10 eventually status_matches '^reloading to generation '
+cx dbus-send --system --print-reply --dest=io.sockherd.app /io/sockherd/Manager \
+  io.sockherd.Manager1.Reexec >"$STATE/reexec-busy.txt" 2>&1
+check "Reexec during a reload: io.sockherd.Error.Busy ($(head -1 "$STATE/reexec-busy.txt"))" \
+  grep -q '^Error io.sockherd.Error.Busy' "$STATE/reexec-busy.txt"
+t=$(ts)
+cx "$CLI" upgrade app >"$STATE/upgrade-busy.txt" 2>&1
+rc=$?
+took=$(elapsed "$t")
+wait "$reload_job"
+cx rm -f /run/sockherd-e2e-hang
+check "sockherd upgrade app during the reload waits for it and succeeds (${took} s: $(head -1 "$STATE/upgrade-busy.txt"))" \
+  test "$rc" = 0
+check "... back on the original build: Version '$version0', same PID and workers" \
+  test "$(mgr_str Version) $(prop MainPID) $(ready_pids | paste -sd,)" = "$version0 $main_pid $(echo "$pids_before" | paste -sd,)"
+check "through all of it: no restart counted, no watchdog timeout, active" \
+  test "$(prop NRestarts) $(prop ActiveState)" = "$nrestarts active" -a -z "$(watchdog_fired && echo fired)"
 
 # ------------------------------------------------------------ 10. systemctl restart, under load
 # The manager drains and a new one starts; systemd keeps the listening socket,
