@@ -51,6 +51,7 @@ mod log;
 mod metrics;
 mod pool;
 mod print;
+mod reexec;
 mod shutdown;
 mod signals;
 mod sockets;
@@ -58,7 +59,7 @@ mod systemd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing::level_filters::LevelFilter;
 
 use cli::{Cli, Command};
@@ -72,7 +73,13 @@ use print::errln;
 /// event loop (no locks on the connection path, a few MiB of memory), and the
 /// control commands need no more.
 pub fn run() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `--version` shows the build label too, which is read at run time.
+    let version: &'static str = Box::leak(reexec::version().into_boxed_str());
+    let parsed = Cli::command()
+        .version(version)
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         // Bad input is one line naming the problem, as for every other error.
@@ -124,6 +131,7 @@ pub fn run() -> ExitCode {
         Command::Monit(args) => monit::run(&args, &runtime),
         Command::Logs(args) => logs::run(&args),
         Command::ExecListen(args) => exec_listen(args.command),
+        Command::ReexecCheck(args) => reexec::answer_check(args.state),
         Command::Unit(args) => unit::run(&args),
         Command::Import(args) => import::run(&args),
         Command::Completions(args) => manual::completions(&args),

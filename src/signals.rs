@@ -6,11 +6,14 @@
 //! drain ([`crate::commands::serve`]). A second signal during the drain
 //! changes nothing: the kill timeout already bounds it. SIGHUP starts a
 //! rolling reload, as `kill -HUP $MAINPID` has always meant for daemons.
+//! SIGUSR2 re-executes the manager from its binary on disk, keeping its
+//! workers ([`crate::reexec`]), as it means for nginx and einhorn.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinSet;
 
 use crate::pool::report::{Handle, Request};
+use crate::reexec;
 use crate::shutdown::{Token, Trigger};
 
 /// The manager's signal handlers, installed but not yet listening.
@@ -18,6 +21,7 @@ pub(crate) struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
@@ -28,12 +32,19 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
-    /// Turns SIGTERM and SIGINT into `stop`, and SIGHUP into a reload of
-    /// `pool`, until `done` is requested.
-    pub(crate) async fn listen(mut self, stop: Trigger, pool: Handle, mut done: Token) {
+    /// Turns SIGTERM and SIGINT into `stop`, SIGHUP into a reload of
+    /// `pool` and SIGUSR2 into a re-exec, until `done` is requested.
+    pub(crate) async fn listen(
+        mut self,
+        stop: Trigger,
+        pool: Handle,
+        reexec: reexec::Trigger,
+        mut done: Token,
+    ) {
         // Reloads asked for by SIGHUP, each waiting for its outcome to log it.
         let mut reloads = JoinSet::new();
         loop {
@@ -50,6 +61,11 @@ impl Signals {
                             tracing::error!("reload after SIGHUP: {e}");
                         }
                     });
+                    continue;
+                }
+                _ = self.usr2.recv() => {
+                    tracing::info!(event = "reexec-requested", "SIGUSR2 received; re-executing");
+                    reexec.fire();
                     continue;
                 }
             };

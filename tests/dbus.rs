@@ -27,34 +27,36 @@ const NOBODY: u32 = 65534;
 
 /// A running `sockherd serve` on the daemon's bus: the harness's
 /// [`Manager`], which it derefs to, and how to reach it.
-struct App {
-    manager: Manager,
+pub(crate) struct App {
+    pub(crate) manager: Manager,
     /// Where it listens, on 127.0.0.1.
-    port: u16,
+    pub(crate) port: u16,
     /// The well-known name it should own.
-    name: String,
+    pub(crate) name: String,
     /// The bus it was pointed at.
-    address: String,
+    pub(crate) address: String,
 }
 
 /// How to start a manager.
-struct Setup<'a> {
+pub(crate) struct Setup<'a> {
     /// `--name`.
-    app: &'a str,
+    pub(crate) app: &'a str,
     /// `--workers`; also what "ready" means when waiting for it.
-    workers: u32,
+    pub(crate) workers: u32,
     /// Extra `serve` options.
-    options: Vec<String>,
+    pub(crate) options: Vec<String>,
     /// The worker command; `hello` when empty.
-    command: Vec<OsString>,
+    pub(crate) command: Vec<OsString>,
     /// Environment variables to set.
-    env: Vec<(&'a str, String)>,
+    pub(crate) env: Vec<(&'a str, String)>,
     /// Wait for the name on the daemon's bus; off when testing bus failures.
-    wait_for_bus: bool,
+    pub(crate) wait_for_bus: bool,
+    /// The manager binary, when not the one built for the tests.
+    pub(crate) binary: Option<std::path::PathBuf>,
 }
 
 impl<'a> Setup<'a> {
-    fn new(app: &'a str, workers: u32) -> Setup<'a> {
+    pub(crate) fn new(app: &'a str, workers: u32) -> Setup<'a> {
         Setup {
             app,
             workers,
@@ -62,10 +64,11 @@ impl<'a> Setup<'a> {
             command: Vec::new(),
             env: Vec::new(),
             wait_for_bus: true,
+            binary: None,
         }
     }
 
-    fn start(self, daemon: &Daemon) -> App {
+    pub(crate) fn start(self, daemon: &Daemon) -> App {
         let command = if self.command.is_empty() {
             hello()
         } else {
@@ -77,10 +80,13 @@ impl<'a> Setup<'a> {
         }
         let workers = self.workers.to_string();
         let args = ["--name", self.app, "--listen", "127.0.0.1:0"];
-        let start = options.iter().fold(
-            Start::new(&args, &command).arg("--workers").arg(&workers),
-            |start, option| start.arg(option),
-        );
+        let mut first = Start::new(&args, &command).arg("--workers").arg(&workers);
+        if let Some(binary) = &self.binary {
+            first = first.binary(binary);
+        }
+        let start = options
+            .iter()
+            .fold(first, |start, option| start.arg(option));
         let manager = self
             .env
             .iter()
@@ -116,14 +122,14 @@ impl Deref for App {
 }
 
 impl App {
-    fn wait_until(&self, what: &str, done: impl Fn(&App) -> bool) {
+    pub(crate) fn wait_until(&self, what: &str, done: impl Fn(&App) -> bool) {
         wait_for(&format!("{} to be {what}", self.name), || {
             done(self).then_some(())
         })
     }
 
     /// `busctl --address=… --json=short ARGS…` as root or as `nobody`.
-    fn busctl(&self, as_nobody: bool, args: &[&str]) -> Output {
+    pub(crate) fn busctl(&self, as_nobody: bool, args: &[&str]) -> Output {
         let mut cmd = if as_nobody {
             let mut cmd = Command::new("setpriv");
             cmd.args([
@@ -145,11 +151,16 @@ impl App {
     }
 
     /// Calls a method as root; its reply's `data`, or the error text.
-    fn call(&self, method: &str, args: &[&str]) -> Result<Json, String> {
+    pub(crate) fn call(&self, method: &str, args: &[&str]) -> Result<Json, String> {
         self.call_as(false, method, args)
     }
 
-    fn call_as(&self, as_nobody: bool, method: &str, args: &[&str]) -> Result<Json, String> {
+    pub(crate) fn call_as(
+        &self,
+        as_nobody: bool,
+        method: &str,
+        args: &[&str],
+    ) -> Result<Json, String> {
         // `--` so that a negative argument is not taken for an option.
         let mut all = vec!["--", "call", &self.name, PATH, IFACE, method];
         all.extend_from_slice(args);
@@ -166,7 +177,7 @@ impl App {
     }
 
     /// Calls with `dbus-send`, which shows the error's name: `Err("io.sockherd.Error.X: message")`.
-    fn send(&self, as_nobody: bool, method: &str, args: &[&str]) -> Result<(), String> {
+    pub(crate) fn send(&self, as_nobody: bool, method: &str, args: &[&str]) -> Result<(), String> {
         let mut cmd = if as_nobody {
             let mut cmd = Command::new("setpriv");
             cmd.args([
@@ -197,7 +208,7 @@ impl App {
         }
     }
 
-    fn try_property(&self, name: &str) -> Option<Json> {
+    pub(crate) fn try_property(&self, name: &str) -> Option<Json> {
         let out = self.busctl(false, &["get-property", &self.name, PATH, IFACE, name]);
         if !out.status.success() {
             return None;
@@ -206,12 +217,12 @@ impl App {
         Some(reply["data"].clone())
     }
 
-    fn property(&self, name: &str) -> Json {
+    pub(crate) fn property(&self, name: &str) -> Json {
         self.try_property(name)
             .unwrap_or_else(|| panic!("cannot read {name} of {}", self.name))
     }
 
-    fn workers(&self) -> Vec<Worker> {
+    pub(crate) fn workers(&self) -> Vec<Worker> {
         let data = self.call("ListWorkers", &[]).expect("ListWorkers");
         data[0]
             .as_array()
@@ -229,14 +240,14 @@ impl App {
     }
 
     /// The workers in the ring: a replaced one may still be listed while it drains.
-    fn ready_workers(&self) -> Vec<Worker> {
+    pub(crate) fn ready_workers(&self) -> Vec<Worker> {
         let mut workers = self.workers();
         workers.retain(|w| w.state == "ready");
         workers
     }
 
     /// `GET path` with curl; the body, if the status was 200.
-    fn curl(&self, path: &str) -> Option<String> {
+    pub(crate) fn curl(&self, path: &str) -> Option<String> {
         let out = Command::new("curl")
             .args(["-s", "-m", &PATIENCE.as_secs().to_string()])
             .args(["-o", "-", "-w", "\n%{http_code}"])
@@ -249,7 +260,7 @@ impl App {
     }
 
     /// Runs `sockherd ARGS… --address …`.
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         Command::new(sockherd())
             .args(args)
             .args(["--address", &self.address])
@@ -260,13 +271,13 @@ impl App {
 
 /// One row of `ListWorkers` (`(uusuttt)`), the fields the tests look at.
 #[derive(Debug, Clone)]
-struct Worker {
-    id: u32,
-    pid: u32,
-    state: String,
-    started_usec: u64,
-    rss_bytes: u64,
-    connections: u64,
+pub(crate) struct Worker {
+    pub(crate) id: u32,
+    pub(crate) pid: u32,
+    pub(crate) state: String,
+    pub(crate) started_usec: u64,
+    pub(crate) rss_bytes: u64,
+    pub(crate) connections: u64,
 }
 
 /// The worker ids that answered `n` requests.
@@ -289,7 +300,7 @@ fn is_root() -> bool {
 /// `hello` behind a shell that fails at once while `broken` exists (so a
 /// reload can fail) and does not start while `hold` exists (so a reload can
 /// be caught under way).
-fn gated_worker(broken: &Path, hold: &Path) -> Vec<OsString> {
+pub(crate) fn gated_worker(broken: &Path, hold: &Path) -> Vec<OsString> {
     let mut command: Vec<OsString> = vec![
         "/bin/sh".into(),
         "-c".into(),
@@ -838,10 +849,17 @@ fn cli() {
             "uptime"
         ]
     );
-    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[4].starts_with(&format!(
+            "manager: {}, image started 2",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "the manager's version and when its image started: {text}"
+    );
     let mut workers = web.workers();
     workers.sort_by_key(|w| w.id);
-    for (line, worker) in lines[2..].iter().zip(workers) {
+    for (line, worker) in lines[2..4].iter().zip(workers) {
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cells[0], worker.id.to_string(), "{text}");
         assert_eq!(cells[1], worker.pid.to_string());
@@ -863,6 +881,12 @@ fn cli() {
     assert_eq!(names, ["api", "web"]);
     let web_json = &apps[1];
     assert_eq!(web_json["workers"], 2);
+    assert!(web_json["version"]
+        .as_str()
+        .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION"))));
+    assert!(web_json["image_started_usec"]
+        .as_u64()
+        .is_some_and(|t| t > 0));
     assert_eq!(web_json["connections"], 2);
     assert_eq!(web_json["processes"].as_array().map(Vec::len), Some(2));
     assert!(web_json["processes"][0]["cpu_percent"].is_number());

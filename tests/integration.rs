@@ -19,6 +19,7 @@ mod monit;
 mod node;
 mod notify;
 mod policies;
+mod reexec;
 mod reliability;
 mod reload;
 mod units;

@@ -18,6 +18,7 @@ use super::access::Access;
 use super::error::Error;
 use crate::pool::report::{Handle, Request, RequestError, Snapshot};
 use crate::pool::usage;
+use crate::reexec::{self, Trigger};
 
 /// The object every manager serves.
 pub(crate) const PATH: &str = "/io/sockherd/Manager";
@@ -82,6 +83,8 @@ pub(crate) struct Manager {
     pub usage: Arc<usage::Cache>,
     /// Who may call the methods that change something.
     pub access: Access,
+    /// Asks for a re-exec of the manager.
+    pub reexec: Trigger,
 }
 
 impl Manager {
@@ -168,6 +171,34 @@ impl Manager {
             .ask(|reply| Request::RestartWorker(id, reply))
             .await;
         answer(&call, result)
+    }
+
+    /// Re-executes the manager from its binary on disk, keeping its PID,
+    /// workers and sockets; returns the version it goes to once the checks
+    /// passed, just before the exec (the caller may see the connection
+    /// close instead). `Busy` during a reload, scale or drain.
+    async fn reexec(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<String, Error> {
+        let call = "Reexec()";
+        self.access.check(connection, &header, call).await?;
+        let result = self.reexec.ask().await;
+        answer(call, result)
+    }
+
+    /// The manager's version: `0.1.0`, or `0.1.0 (LABEL)` for a labelled build.
+    #[zbus(property)]
+    fn version(&self) -> String {
+        reexec::version()
+    }
+
+    /// When the running image of the manager started (its start, or its
+    /// last re-exec), µs since the epoch.
+    #[zbus(property)]
+    fn image_started_usec(&self) -> u64 {
+        reexec::image_started_usec()
     }
 
     /// Every worker process: id, pid, state, restarts, start time (µs since

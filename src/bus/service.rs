@@ -22,12 +22,19 @@ use super::interface::{gave_up, Manager, INTERFACE, PATH};
 use super::plan::{Bus, Plan};
 use crate::pool::report::{Event, Handle, Snapshot};
 use crate::pool::usage;
+use crate::reexec::Trigger;
 use crate::shutdown::Token;
 
 /// Serves the manager on D-Bus as the plan says, until `stop` is requested;
 /// then the name is released. It never stops the manager: failures are
 /// logged and the manager goes on serving.
-pub(crate) async fn serve(plan: Plan, pool: Handle, usage: Arc<usage::Cache>, mut stop: Token) {
+pub(crate) async fn serve(
+    plan: Plan,
+    pool: Handle,
+    usage: Arc<usage::Cache>,
+    reexec: Trigger,
+    mut stop: Token,
+) {
     let Some(bus) = plan.bus.clone() else {
         tracing::info!("D-Bus: not used ({})", plan.why);
         return;
@@ -36,7 +43,7 @@ pub(crate) async fn serve(plan: Plan, pool: Handle, usage: Arc<usage::Cache>, mu
     // Subscribed before connecting so no event is lost in between.
     let events = pool.events.subscribe();
     let connected = tokio::select! {
-        connected = connect(&bus, &plan, pool.clone(), usage) => connected,
+        connected = connect(&bus, &plan, pool.clone(), usage, reexec) => connected,
         _ = stop.requested() => return,
     };
     let connection = match connected {
@@ -70,6 +77,7 @@ async fn connect(
     plan: &Plan,
     pool: Handle,
     usage: Arc<usage::Cache>,
+    reexec: Trigger,
 ) -> Result<Connection, String> {
     let builder = match bus {
         Bus::System => zbus::connection::Builder::system(),
@@ -86,6 +94,7 @@ async fn connect(
     let manager = Manager {
         pool,
         usage,
+        reexec,
         access: Access {
             own_uid: geteuid().as_raw(),
             control_group: plan.control_group.clone(),

@@ -18,6 +18,10 @@ pub(crate) enum ControlCommand {
     Reload(ReloadArgs),
     /// Replace one worker, the new one ready before the old one goes.
     Restart(RestartArgs),
+    /// Re-execute the manager from its binary on disk (after a package
+    /// upgrade), keeping its PID, workers and sockets: every app on the bus,
+    /// or one.
+    Upgrade(UpgradeArgs),
 }
 
 /// Which bus the managers are on.
@@ -76,6 +80,15 @@ pub(crate) struct ScaleArgs {
 pub(crate) struct ReloadArgs {
     /// The app (its --name).
     pub app: String,
+
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpgradeArgs {
+    /// The app (its --name); every app on the bus when left out.
+    pub app: Option<String>,
 
     #[command(flatten)]
     pub target: Target,

@@ -35,6 +35,13 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
+/// The arguments of `__reexec-check`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReexecCheck {
+    /// The state version the running manager would hand over.
+    pub state: u32,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a pool of workers behind the listening sockets.
@@ -50,6 +57,10 @@ pub(crate) enum Command {
     /// (and `WATCHDOG_PID`) to this process's pid, then execs COMMAND in place.
     #[command(name = crate::conn::shared::EXEC_LISTEN, hide = true)]
     ExecListen(ExecListen),
+    /// Internal: asked by a running manager before it re-executes this
+    /// binary: can it take over state version STATE? Prints the version.
+    #[command(name = "__reexec-check", hide = true)]
+    ReexecCheck(ReexecCheck),
     /// Print the systemd units that run an app (NAME.socket, NAME.service), or install them.
     Unit(Box<UnitArgs>),
     /// Print the units of every app in a PM2 ecosystem file, or install them.

@@ -1,4 +1,4 @@
-//! `sockherd status|scale|reload|restart`: the command line's way to the
+//! `sockherd status|scale|reload|restart|upgrade`: the command line's way to the
 //! managers, over the same D-Bus interface anyone else uses ([`crate::bus`]).
 //!
 //! There is no private control socket: these commands find managers by their
@@ -13,6 +13,7 @@
 
 pub(super) mod client;
 pub(super) mod table;
+mod upgrade;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -74,6 +75,7 @@ async fn execute(command: ControlCommand) -> Result<ExitCode, String> {
             outln!("{}: worker {} restarted", args.app, args.id)?;
             Ok(ExitCode::SUCCESS)
         }
+        ControlCommand::Upgrade(args) => upgrade::run(args).await,
     }
 }
 
@@ -165,6 +167,8 @@ async fn read_status(name: &str, manager: &ManagerProxy<'_>) -> zbus::Result<App
             .iter()
             .filter_map(|id| id.parse().ok())
             .collect(),
+        version: manager.version().await?,
+        image_started_usec: manager.image_started_usec().await?,
         processes,
     })
 }

@@ -42,6 +42,7 @@ use crate::conn::shared::Shared;
 use crate::conn::transport::Protocol;
 use crate::metrics;
 use crate::pool::backoff::Limit;
+use crate::pool::image::CarriedPool;
 use crate::pool::launch::Processes;
 use crate::pool::orphans;
 use crate::pool::report::Handle;
@@ -49,6 +50,7 @@ use crate::pool::settings::Configured;
 use crate::pool::spawn::{self, Spec};
 use crate::pool::usage;
 use crate::pool::{Outcome, Pool, Reconfigure, Settings, REAP_GRACE};
+use crate::reexec;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
 use crate::sockets::activation;
@@ -81,11 +83,26 @@ pub(crate) struct Prepared {
     notify: status::Settings,
     /// Said once logging works: what is allowed but will not behave as hoped.
     warnings: Vec<String>,
+    /// The manager's directory, kept while it runs: a re-exec hands it on.
+    rundir: Rc<RunDir>,
+    /// When this image was started by a re-exec: what the last one carried.
+    adopted: Option<Adopted>,
+}
+
+/// What a re-exec carried into this image, besides the sockets.
+struct Adopted {
+    pool: CarriedPool,
+    from_version: String,
+    asked_usec: u64,
 }
 
 /// Validates the command line (and config file) and takes the sockets.
 /// Errors are one line each.
 pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
+    if let Some(image) = reexec::Image::take() {
+        let image = image.map_err(|e| format!("re-exec: cannot take over: {e}"))?;
+        return adopt(args, image);
+    }
     let rundir = Rc::new(RunDir::create().map_err(|e| e.to_string())?);
     let shim = Rc::new(Shim::write(Rc::clone(&rundir)).map_err(|e| e.to_string())?);
     let (spec, settings) = configure(args, None, find(args)?, &shim)?;
@@ -142,44 +159,18 @@ pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
             ));
         }
     }
-    let min_ready = args.min_ready.unwrap_or(settings.workers);
-    if min_ready == 0 || min_ready > settings.workers {
-        return Err(format!(
-            "--min-ready {min_ready} must be between 1 and the worker count ({})",
-            settings.workers
-        ));
-    }
-    let notify = status::Settings {
-        min_ready,
-        ready_timeout: settings.ready_timeout,
-        drain_timeout: settings.kill_timeout + REAP_GRACE,
-        max_restarts: settings.limit.max_restarts,
-    };
+    let notify = notify_settings(args, &settings)?;
     let (listeners, shared) = if settings.policy.dispatches() {
         (listeners, None)
     } else {
-        let shared = Shared::new(listeners, rundir).map_err(|e| format!("--policy none: {e}"))?;
+        let shared = Shared::new(listeners, Rc::clone(&rundir))
+            .map_err(|e| format!("--policy none: {e}"))?;
         (Vec::new(), Some(Rc::new(shared)))
     };
     let mut spec = spec;
     share(&mut spec, &settings, shared.as_ref())?;
     let bus = bus::plan::plan(&args.bus, &spec.app)?;
-    let reconfigure = args.config.as_ref().map(|_| {
-        let args = args.clone();
-        let app = spec.app.clone();
-        let shared = shared.clone();
-        let shim = Rc::clone(&shim);
-        Box::new(move || {
-            let (args, app, shared) = (args.clone(), app.clone(), shared.clone());
-            let shim = Rc::clone(&shim);
-            Box::pin(async move {
-                let found = reread(args.clone()).await?;
-                let (mut spec, settings) = configure(&args, Some(&app), found, &shim)?;
-                share(&mut spec, &settings, shared.as_ref())?;
-                Ok((spec, settings))
-            }) as Pin<Box<dyn Future<Output = Configured>>>
-        }) as Reconfigure
-    });
+    let reconfigure = reconfigure(args, &spec.app, shared.as_ref(), &shim);
     let warnings = spawn::outliving(&spec.program).into_iter().collect();
     Ok(Prepared {
         bus,
@@ -191,6 +182,112 @@ pub(crate) fn prepare(args: &Serve) -> Result<Prepared, String> {
         spec,
         settings,
         reconfigure,
+        rundir,
+        adopted: None,
+    })
+}
+
+/// What systemd is told needs to know, from the flags and the settings.
+fn notify_settings(args: &Serve, settings: &Settings) -> Result<status::Settings, String> {
+    let min_ready = args.min_ready.unwrap_or(settings.workers);
+    if min_ready == 0 || min_ready > settings.workers {
+        return Err(format!(
+            "--min-ready {min_ready} must be between 1 and the worker count ({})",
+            settings.workers
+        ));
+    }
+    Ok(status::Settings {
+        min_ready,
+        ready_timeout: settings.ready_timeout,
+        drain_timeout: settings.kill_timeout + REAP_GRACE,
+        max_restarts: settings.limit.max_restarts,
+    })
+}
+
+/// How a reload re-reads the config file, when one is used.
+fn reconfigure(
+    args: &Serve,
+    app: &str,
+    shared: Option<&Rc<Shared>>,
+    shim: &Rc<Shim>,
+) -> Option<Reconfigure> {
+    args.config.as_ref().map(|_| {
+        let args = args.clone();
+        let app = app.to_owned();
+        let shared = shared.cloned();
+        let shim = Rc::clone(shim);
+        Box::new(move || {
+            let (args, app, shared) = (args.clone(), app.clone(), shared.clone());
+            let shim = Rc::clone(&shim);
+            Box::pin(async move {
+                let found = reread(args.clone()).await?;
+                let (mut spec, settings) = configure(&args, Some(&app), found, &shim)?;
+                share(&mut spec, &settings, shared.as_ref())?;
+                Ok((spec, settings))
+            }) as Pin<Box<dyn Future<Output = Configured>>>
+        }) as Reconfigure
+    })
+}
+
+/// Takes over what an earlier image of this manager carried across a
+/// re-exec ([`crate::reexec`]): its directory, sockets, spec and pool. The
+/// command line is the same; what a reload or a `Scale` changed since the
+/// start comes from the image, not from the flags.
+fn adopt(args: &Serve, image: reexec::Image) -> Result<Prepared, String> {
+    let adopting = |e: String| format!("re-exec: cannot take over: {e}");
+    let rundir = Rc::new(RunDir::adopt(image.rundir).map_err(|e| adopting(e.to_string()))?);
+    let shim = Rc::new(Shim::write(Rc::clone(&rundir)).map_err(|e| adopting(e.to_string()))?);
+    let listeners = image
+        .listeners
+        .into_iter()
+        .map(Listener::adopt)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(adopting)?;
+    let metrics = image
+        .metrics
+        .map(Listener::adopt)
+        .transpose()
+        .map_err(adopting)?;
+    let shared = match image.shared {
+        Some((carried, made)) => {
+            let listeners = carried
+                .into_iter()
+                .map(Listener::adopt)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(adopting)?;
+            let shared =
+                Shared::new(listeners, Rc::clone(&rundir)).map_err(|e| adopting(e.to_string()))?;
+            shared.made_before(made);
+            Some(Rc::new(shared))
+        }
+        None => None,
+    };
+    let settings = Settings::adopt(&image.pool.settings).map_err(adopting)?;
+    let mut pool = image.pool;
+    let spec = pool
+        .spec
+        .take()
+        .ok_or_else(|| adopting("the state has no spec".into()))?;
+    let spec = Spec::adopt(spec, &shim, shared.as_ref()).map_err(adopting)?;
+    let notify = notify_settings(args, &settings)?;
+    let bus = bus::plan::plan(&args.bus, &spec.app)?;
+    let reconfigure = reconfigure(args, &spec.app, shared.as_ref(), &shim);
+    Ok(Prepared {
+        bus,
+        notify,
+        warnings: Vec::new(),
+        listeners,
+        shared,
+        metrics,
+        spec,
+        settings,
+        reconfigure,
+        rundir,
+        adopted: Some(Adopted {
+            pool,
+            from_version: image.from_version,
+            asked_usec: image.asked_usec,
+        }),
     })
 }
 
@@ -376,7 +473,10 @@ async fn serve(prepared: Prepared) -> ExitCode {
         bus,
         notify,
         warnings,
+        rundir,
+        adopted,
     } = prepared;
+    reexec::image_starts();
     for warning in warnings {
         tracing::warn!(event = "worker-privileged", "{warning}");
     }
@@ -402,7 +502,10 @@ async fn serve(prepared: Prepared) -> ExitCode {
             listener.name
         );
     }
-    drop(shared);
+    let shared = shared.map(|shared| {
+        let carried = shared.listeners().iter().map(Listener::carry).collect();
+        (carried, shared)
+    });
     if let Err(e) = orphans::adopt() {
         tracing::warn!(
             "cannot become the reaper of the workers' orphans ({e}): what a worker \
@@ -416,6 +519,8 @@ async fn serve(prepared: Prepared) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Held across a re-exec until the handlers were in place: they are now.
+    reexec::release_signals();
     let (broken_tx, broken_rx) = mpsc::unbounded_channel();
     let dispatcher = Rc::new(Dispatcher::new(broken_tx));
     dispatcher.set_policy(settings.policy);
@@ -425,36 +530,84 @@ async fn serve(prepared: Prepared) -> ExitCode {
              Node's cluster protocol does not report closes (see docs/policies.md)"
         );
     }
-    tracing::info!(
-        event = "starting",
-        "starting {} workers ({} protocol, policy {}): {}",
-        settings.workers,
-        spec.protocol.name(),
-        settings.policy,
-        spec.program.display()
-    );
-    let (pool, handle) = Pool::new(
-        spec,
-        settings,
-        reconfigure,
-        Rc::clone(&dispatcher),
-        broken_rx,
-        Box::new(Processes),
-    );
+    let (pool, handle) = match adopted {
+        None => {
+            tracing::info!(
+                event = "starting",
+                "starting {} workers ({} protocol, policy {}): {}",
+                settings.workers,
+                spec.protocol.name(),
+                settings.policy,
+                spec.program.display()
+            );
+            Pool::new(
+                spec,
+                settings,
+                reconfigure,
+                Rc::clone(&dispatcher),
+                broken_rx,
+                Box::new(Processes),
+            )
+        }
+        Some(adopted) => {
+            let kept = adopted.pool.workers.len();
+            match Pool::adopt(
+                adopted.pool,
+                spec,
+                reconfigure,
+                Rc::clone(&dispatcher),
+                broken_rx,
+                Box::new(Processes),
+            ) {
+                Ok(pool) => {
+                    let took = reexec::monotonic_usec().saturating_sub(adopted.asked_usec);
+                    tracing::info!(
+                        event = "reexec-done",
+                        "re-executed: {} → {} in {} ms, {kept} workers kept",
+                        adopted.from_version,
+                        reexec::version(),
+                        took / 1000
+                    );
+                    pool
+                }
+                Err(e) => {
+                    tracing::error!("re-exec: cannot take over the pool: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
 
     // What serves stops first; what reports on it stops once it has.
     let serving = Shutdown::new();
     let reporting = Shutdown::new();
-    spawn_local(signals.listen(serving.trigger(), handle.clone(), reporting.token()));
+    let (reexec, asked) = reexec::channel();
+    spawn_local(signals.listen(
+        serving.trigger(),
+        handle.clone(),
+        reexec.clone(),
+        reporting.token(),
+    ));
     // Memory and CPU figures, read off the loop and shared by every reader.
     let usage = Arc::new(usage::Cache::default());
     spawn_local(bus::service::serve(
         bus,
         handle.clone(),
         Arc::clone(&usage),
+        reexec,
         reporting.token(),
     ));
     tell_systemd(&handle, notify, &reporting);
+    let carrier = reexec::Carrier {
+        binary: own_binary(),
+        pool: handle.clone(),
+        dispatcher: Rc::clone(&dispatcher),
+        listeners: listeners.iter().map(Listener::carry).collect(),
+        shared,
+        metrics: metrics.as_ref().map(Listener::carry),
+        rundir,
+    };
+    spawn_local(reexec::run(carrier, asked, serving.token()));
     for listener in listeners {
         accept::spawn(listener, Rc::clone(&dispatcher), serving.token());
     }
@@ -481,6 +634,18 @@ async fn serve(prepared: Prepared) -> ExitCode {
             tracing::error!("the pool failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The binary at the manager's path on disk: what a re-exec runs (after an
+/// upgrade, the new file at the same path).
+fn own_binary() -> PathBuf {
+    let exe =
+        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    // A file replaced since the start shows as `PATH (deleted)`.
+    match exe.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
     }
 }
 

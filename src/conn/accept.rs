@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{accept4, SockFlag};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{spawn_local, JoinHandle};
 use tokio::time::sleep;
 
@@ -93,10 +93,30 @@ async fn run(
     // wake-up's dispatch.
     let stopped = stop.requested();
     tokio::pin!(stopped);
+    let _running = dispatcher.pause.enter();
+    let mut held = dispatcher.pause.watch();
     loop {
         tokio::select! {
             biased;
             _ = &mut stopped => return Ok(()),
+            true = until(&mut held, true) => {
+                // Nothing is held between wake-ups: park until let go.
+                let _parked = dispatcher.pause.parked();
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return Ok(()),
+                        _ = until(&mut held, false) => break,
+                        Some(conn) = returned.recv() => {
+                            conns.push_back(conn);
+                            if hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await
+                                == Handed::Stopped
+                            {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
             Some(conn) = returned.recv() => {
                 conns.push_back(conn);
                 match hand_over(&mut conns, &socket, &dispatcher, stopped.as_mut()).await {
@@ -159,6 +179,11 @@ async fn run(
             }
         }
     }
+}
+
+/// Waits until the pause switch is `on` (false if it is gone).
+async fn until(held: &mut watch::Receiver<bool>, on: bool) -> bool {
+    held.wait_for(|held| *held == on).await.is_ok()
 }
 
 /// How [`hand_over`] went.

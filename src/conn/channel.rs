@@ -29,8 +29,9 @@ use nix::sys::socket::{
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::carried::Carried;
 use super::notice::{parse_notice, Garbage, Notice};
-use super::protocol::{FIRST_VERSION, MAX_MESSAGE};
+use super::protocol::{FIRST_VERSION, MAX_MESSAGE, PROTOCOL_VERSION};
 
 /// Creates a worker channel of socket type `kind` (seqpacket for the native
 /// protocol, stream for Node's): the manager's end (non-blocking) and the
@@ -115,6 +116,35 @@ impl Channel {
             told: Cell::new(Reports::Each),
             wanted: Cell::new(Reports::Each),
         })
+    }
+
+    /// What the next image needs to go on speaking with the worker
+    /// ([`super::carried`]): the fd, the version, and what it was told.
+    pub(crate) fn carry(&self) -> Carried {
+        Carried::Native {
+            fd: self.raw_fd(),
+            version: self.version.get(),
+            told_each: self.told.get() == Reports::Each,
+            wanted_each: self.wanted.get() == Reports::Each,
+        }
+    }
+
+    /// The channel an earlier image carried: `fd` is inherited and owned by
+    /// nothing else.
+    pub(crate) fn adopt(
+        fd: OwnedFd,
+        version: u32,
+        told_each: bool,
+        wanted_each: bool,
+    ) -> io::Result<Channel> {
+        let channel = Channel::new(fd)?;
+        let reports = |each| if each { Reports::Each } else { Reports::Lazy };
+        channel
+            .version
+            .set(version.clamp(FIRST_VERSION, PROTOCOL_VERSION));
+        channel.told.set(reports(told_each));
+        channel.wanted.set(reports(wanted_each));
+        Ok(channel)
     }
 
     pub(crate) fn raw_fd(&self) -> RawFd {

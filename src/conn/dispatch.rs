@@ -41,6 +41,7 @@ use nix::sys::socket::{getpeername, SockaddrStorage};
 use tokio::sync::{mpsc, Notify};
 
 use super::close::close_all;
+use super::pause::Pause;
 use super::peer::Refused;
 use super::policy::{self, Candidate, Policy};
 use super::socket::Socket;
@@ -123,6 +124,8 @@ pub(crate) struct Dispatcher {
     total: Cell<u64>,
     /// Latency and error counters of the connection path, for metrics.
     pub stats: Stats,
+    /// Holds the accept loops still for a re-exec.
+    pub pause: Pause,
     /// Every listening socket, by index.
     sockets: RefCell<Vec<Rc<Socket>>>,
     /// What one call of [`Dispatcher::dispatch_all`] works with, kept from
@@ -140,6 +143,7 @@ impl Dispatcher {
             broken,
             total: Cell::new(0),
             stats: Stats::default(),
+            pause: Pause::default(),
             sockets: RefCell::new(Vec::new()),
             round: RefCell::new(Round::default()),
         }
@@ -206,6 +210,12 @@ impl Dispatcher {
 
     pub(crate) fn total(&self) -> u64 {
         self.total.get()
+    }
+
+    /// Counts connections an earlier image of the manager dispatched, so
+    /// the total goes on across a re-exec.
+    pub(crate) fn add_dispatched(&self, n: u64) {
+        self.total.set(self.total.get().saturating_add(n));
     }
 
     /// Whether any worker is ready (in the ring), busy or not.

@@ -15,11 +15,13 @@
 //! dispatch ring when they are ready and removes them when they go.
 
 pub(crate) mod accept;
+pub(crate) mod carried;
 pub(crate) mod channel;
 pub(crate) mod close;
 pub(crate) mod dispatch;
 pub(crate) mod node;
 pub(crate) mod notice;
+pub(crate) mod pause;
 pub(crate) mod peer;
 pub(crate) mod policy;
 pub(crate) mod protocol;

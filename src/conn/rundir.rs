@@ -42,6 +42,19 @@ impl RunDir {
         Ok(RunDir { path })
     }
 
+    /// Takes over the directory an earlier image of this manager created,
+    /// with what is in it (a re-exec: same pid, same workers).
+    pub(crate) fn adopt(path: PathBuf) -> io::Result<RunDir> {
+        let expected = format!("{PREFIX}{}", std::process::id());
+        if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) || !path.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is not this manager's directory",
+                path.display()
+            )));
+        }
+        Ok(RunDir { path })
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }

@@ -26,13 +26,14 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use nix::sys::signal::Signal;
 use nix::sys::socket::SockType;
 use tokio::sync::Notify;
 
+use super::carried::{Carried, CarriedProtocol};
 use super::channel::{self, Channel, Reports, SendError};
 use super::node;
 use super::notice::{Garbage, Notice};
@@ -119,6 +120,15 @@ impl Protocol {
         })
     }
 
+    /// The protocol as the next image rebuilds it.
+    pub(crate) fn carry(&self) -> CarriedProtocol {
+        match self {
+            Protocol::Native => CarriedProtocol::Native,
+            Protocol::Node(app) => app.carry(),
+            Protocol::Shared(_) => CarriedProtocol::Shared,
+        }
+    }
+
     /// The name shown in logs.
     pub(crate) fn name(&self) -> &'static str {
         match self {
@@ -166,6 +176,69 @@ impl Transport {
             }
             _ => Err(io::Error::other(
                 "the worker was wired for another protocol",
+            )),
+        }
+    }
+
+    /// What the next image of the manager needs to go on with this worker
+    /// (a re-exec, [`super::carried`]), or why it cannot be carried now.
+    pub(crate) fn carry(&self) -> Result<Carried, String> {
+        match self {
+            Transport::Native(channel) => Ok(channel.carry()),
+            Transport::Node(link) => link.carry(),
+            Transport::Notify(watch) => Ok(watch.carry()),
+        }
+    }
+
+    /// The transport an earlier image carried, over descriptors this image
+    /// inherited and owns from now on.
+    pub(crate) fn adopt(
+        protocol: &Protocol,
+        carried: Carried,
+        peer: Peer,
+        sockets: &[Rc<Socket>],
+        capacity: &Rc<Notify>,
+    ) -> io::Result<Transport> {
+        // SAFETY: the fd was inherited across the exec for this transport
+        // alone, and nothing else in this image owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(carried.fd()) };
+        match (protocol, carried) {
+            (
+                Protocol::Native,
+                Carried::Native {
+                    version,
+                    told_each,
+                    wanted_each,
+                    ..
+                },
+            ) => Ok(Transport::Native(Rc::new(Channel::adopt(
+                owned,
+                version,
+                told_each,
+                wanted_each,
+            )?))),
+            (
+                Protocol::Node(app),
+                Carried::Node {
+                    servers,
+                    seq,
+                    ready,
+                    shim,
+                    ..
+                },
+            ) => Ok(Transport::Node(Rc::new(node::Link::adopt(
+                Rc::clone(app),
+                owned,
+                (servers, seq, ready, shim),
+                peer,
+                sockets.to_vec(),
+                Rc::clone(capacity),
+            )?))),
+            (Protocol::Shared(_), Carried::Notify { path, .. }) => Ok(Transport::Notify(Rc::new(
+                shared::Watch::new(shared::Inbox::adopt(owned, path)?, peer),
+            ))),
+            _ => Err(io::Error::other(
+                "the worker was carried for another protocol",
             )),
         }
     }

@@ -37,7 +37,7 @@ pub(crate) mod setup;
 pub(crate) mod sink;
 pub(crate) mod stream;
 
-pub(crate) use pump::{flush, forward};
+pub(crate) use pump::{flush, forward, surrender, Pipe};
 pub(crate) use setup::{init, Target};
 
 /// Which of a worker's streams a line came from.

@@ -77,6 +77,19 @@ enum Request {
     },
     /// Write out everything queued and readable now, then say so.
     Flush(Sender<()>),
+    /// Write out everything queued and readable now, then stop reading the
+    /// workers' pipes and hand them back.
+    Surrender(Sender<Vec<Pipe>>),
+}
+
+/// A worker's pipe, handed back by the log thread for a re-exec: the next
+/// image reads it on. A line the worker had half written is written out
+/// first, so it is cut in two rather than lost.
+pub(crate) struct Pipe {
+    pub fd: OwnedFd,
+    pub stream: Stream,
+    pub id: u32,
+    pub pid: u32,
 }
 
 /// Starts the log thread, writing to `sink`.
@@ -149,6 +162,21 @@ pub(crate) fn flush() {
     }
 }
 
+/// Takes the workers' pipes back from the log thread, after it wrote out
+/// what they held ([`Pipe`]); `None` if it does not answer within a bound.
+/// Blocks: called off the event loop.
+pub(crate) fn surrender() -> Option<Vec<Pipe>> {
+    let Some(handle) = HANDLE.get() else {
+        return Some(Vec::new());
+    };
+    let (done, done_rx) = mpsc::channel();
+    if handle.requests.send(Request::Surrender(done)).is_err() {
+        return None;
+    }
+    handle.wake();
+    done_rx.recv_timeout(FLUSH_PATIENCE).ok()
+}
+
 impl Handle {
     fn wake(&self) {
         // Full means a wake-up is pending already.
@@ -161,6 +189,9 @@ struct Open {
     fd: OwnedFd,
     prefix: Vec<u8>,
     lines: Lines,
+    stream: Stream,
+    id: u32,
+    pid: u32,
 }
 
 struct Pump {
@@ -238,6 +269,11 @@ impl Pump {
                     self.write_events();
                     let _ = done.send(());
                 }
+                Request::Surrender(done) => {
+                    self.write_events();
+                    self.drain_pipes();
+                    let _ = done.send(self.hand_back());
+                }
             }
         }
     }
@@ -276,6 +312,9 @@ impl Pump {
             fd,
             prefix: self.sink.prefix(stream, id, pid),
             lines: Lines::default(),
+            stream,
+            id,
+            pid,
         };
         if token == self.open.len() {
             self.open.push(Some(open));
@@ -313,6 +352,30 @@ impl Pump {
         self.open[token] = None;
         self.free.push(token);
         0
+    }
+
+    /// Stops reading every pipe and returns them, each one's last partial
+    /// line written out.
+    fn hand_back(&mut self) -> Vec<Pipe> {
+        let mut pipes = Vec::new();
+        for (token, open) in self.open.iter_mut().enumerate() {
+            let Some(mut open) = open.take() else {
+                continue;
+            };
+            let sink = &mut self.sink;
+            let prefix = &open.prefix;
+            open.lines.finish(|piece| sink.worker_piece(prefix, piece));
+            let _ = self.epoll.delete(&open.fd);
+            self.free.push(token);
+            pipes.push(Pipe {
+                fd: open.fd,
+                stream: open.stream,
+                id: open.id,
+                pid: open.pid,
+            });
+        }
+        self.sink.flush();
+        pipes
     }
 
     /// Reads every pipe until nothing more is readable right now.

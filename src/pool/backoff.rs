@@ -82,6 +82,43 @@ impl History {
     }
 }
 
+/// A slot's crash history as a re-exec carries it: each crash's age, the
+/// streak and the restart count.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CarriedHistory {
+    crash_ages: Vec<Duration>,
+    streak: u32,
+    restarts: u32,
+}
+
+impl History {
+    /// The history as of `now`, for the next image.
+    pub(crate) fn carry(&self, now: Instant) -> CarriedHistory {
+        CarriedHistory {
+            crash_ages: self
+                .crashes
+                .iter()
+                .map(|t| now.duration_since(*t))
+                .collect(),
+            streak: self.streak,
+            restarts: self.restarts,
+        }
+    }
+
+    /// The history an earlier image carried, its crashes as old as they were.
+    pub(crate) fn adopt(carried: CarriedHistory, now: Instant) -> History {
+        History {
+            crashes: carried
+                .crash_ages
+                .iter()
+                .filter_map(|age| now.checked_sub(*age))
+                .collect(),
+            streak: carried.streak,
+            restarts: carried.restarts,
+        }
+    }
+}
+
 fn delay_for(streak: u32) -> Duration {
     if streak == 0 {
         return Duration::ZERO;

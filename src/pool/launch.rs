@@ -21,6 +21,7 @@
 
 use std::collections::HashSet;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::rc::Rc;
 
@@ -31,6 +32,8 @@ use tokio::sync::mpsc;
 use tokio::task::spawn_local;
 use tokio::time::{Duration, Instant};
 
+use super::child::Child;
+use super::image::CarriedWorker;
 use super::orphans;
 use super::spawn::{self, Spec};
 use super::usage::Usage;
@@ -88,6 +91,16 @@ pub(crate) trait Launch {
         dispatcher: &Dispatcher,
     ) -> io::Result<Launched>;
 
+    /// Takes up a worker an earlier image of the manager started and
+    /// carried across a re-exec: the same process, its channel inherited.
+    fn adopt(
+        &self,
+        spec: &Spec,
+        carried: CarriedWorker,
+        events: &mpsc::Sender<WorkerEvent>,
+        dispatcher: &Dispatcher,
+    ) -> io::Result<Launched>;
+
     /// Kills what the workers left behind and reaps what exited, given the
     /// pids of the live `workers` (see [`super::orphans`]).
     fn tidy(&self, workers: &HashSet<u32>);
@@ -106,7 +119,7 @@ impl Launch for Processes {
         dispatcher: &Dispatcher,
     ) -> io::Result<Launched> {
         let spawned = spawn::spawn(spec, id)?;
-        let pid = spawned.pid;
+        let pid = spawned.child.pid();
         let (signals, signals_rx) = mpsc::unbounded_channel();
         let peer = Peer {
             id,
@@ -135,13 +148,57 @@ impl Launch for Processes {
         ];
         // Off the event loop: read by the log thread until their end.
         for (pipe, stream) in [
-            (spawned.stdout.into_owned_fd(), Stream::Stdout),
-            (spawned.stderr.into_owned_fd(), Stream::Stderr),
+            (spawned.stdout, Stream::Stdout),
+            (spawned.stderr, Stream::Stderr),
         ] {
-            match pipe {
-                Ok(fd) => log::forward(fd, stream, id, pid),
-                Err(e) => tracing::warn!(worker_id = id, "cannot read worker {id}'s output: {e}"),
-            }
+            log::forward(pipe, stream, id, pid);
+        }
+        Ok(Launched {
+            process: Process {
+                pid,
+                signals,
+                tasks,
+            },
+            route,
+        })
+    }
+
+    fn adopt(
+        &self,
+        spec: &Spec,
+        carried: CarriedWorker,
+        events: &mpsc::Sender<WorkerEvent>,
+        dispatcher: &Dispatcher,
+    ) -> io::Result<Launched> {
+        let (id, pid, serial) = (carried.id, carried.pid, carried.serial);
+        // SAFETY: the descriptors were inherited across the exec for this
+        // worker alone; nothing else in this image owns them.
+        let pipes = [
+            (carried.stdout, Stream::Stdout),
+            (carried.stderr, Stream::Stderr),
+        ]
+        .map(|(fd, stream)| fd.map(|fd| (unsafe { OwnedFd::from_raw_fd(fd) }, stream)));
+        let child = Child::adopt(pid)?;
+        let (signals, signals_rx) = mpsc::unbounded_channel();
+        let peer = Peer {
+            id,
+            pid,
+            signals: signals.clone(),
+        };
+        let transport = Transport::adopt(
+            &spec.protocol,
+            carried.transport,
+            peer,
+            &dispatcher.sockets(),
+            &dispatcher.capacity(),
+        )?;
+        let route = Rc::new(Route::new(serial, id, transport));
+        let tasks = vec![
+            spawn_local(watch_process(serial, child, signals_rx, events.clone())),
+            spawn_local(read_channel((id, pid), Rc::clone(&route), events.clone())),
+        ];
+        for (fd, stream) in pipes.into_iter().flatten() {
+            log::forward(fd, stream, id, pid);
         }
         Ok(Launched {
             process: Process {
@@ -162,13 +219,13 @@ impl Launch for Processes {
 /// while it has not been reaped (so a recycled pid is never signalled). A
 /// worker that left its group is signalled by pid too; one still in it gets
 /// each signal once (a second SIGINT or SIGTERM means "now" to many apps).
-async fn watch_process(
+pub(super) async fn watch_process(
     serial: u64,
-    mut child: tokio::process::Child,
+    child: Child,
     mut signals: mpsc::UnboundedReceiver<Signal>,
     events: mpsc::Sender<WorkerEvent>,
 ) {
-    let pid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let pid = Pid::from_raw(child.pid() as i32);
     loop {
         tokio::select! {
             status = child.wait() => {
@@ -180,14 +237,12 @@ async fn watch_process(
                     }
                 };
                 // The group may hold the worker's own children; they go with it.
-                if let Some(pid) = pid {
-                    let _ = killpg(pid, Signal::SIGKILL);
-                }
+                let _ = killpg(pid, Signal::SIGKILL);
                 let _ = events.send(WorkerEvent::Exited(serial, status)).await;
                 return;
             }
             Some(signal) = signals.recv() => {
-                if let (Ok(None), Some(pid)) = (child.try_wait(), pid) {
+                if child.running() {
                     let _ = killpg(pid, signal);
                     let in_its_group = getpgid(Some(pid)).is_ok_and(|group| group == pid);
                     if !in_its_group {

@@ -22,7 +22,9 @@
 //! workers to and removes them from the dispatch ring.
 
 pub(crate) mod backoff;
+mod child;
 mod events;
+pub(crate) mod image;
 pub(crate) mod launch;
 pub(crate) mod orphans;
 mod reload;

@@ -16,10 +16,69 @@
 //! systemd, killed with the unit's cgroup.
 
 use std::collections::HashSet;
+use std::io::Read;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
+
+/// Children the manager starts for itself (not workers): [`tidy`] leaves
+/// them alone. Held while one is spawned, so none is seen unregistered.
+static HELPERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Starts a helper process of the manager's own and runs it to its end
+/// within `patience` (killed past it): its exit status and what it printed.
+/// Blocks: call it off the event loop.
+pub(crate) fn run_helper(
+    command: &mut std::process::Command,
+    patience: Duration,
+) -> std::io::Result<(ExitStatus, String, String)> {
+    let mut child = {
+        let mut helpers = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        helpers.push(child.id());
+        child
+    };
+    let pid = child.id();
+    let deadline = Instant::now() + patience;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("did not answer within {}s", patience.as_secs()),
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => break Err(e),
+        }
+    };
+    HELPERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| *p != pid);
+    let status = status?;
+    // What it printed is a line or two: it fitted in the pipes.
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = pipe.read_to_string(&mut out);
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut err);
+    }
+    Ok((status, out, err))
+}
 
 /// Makes the manager the reaper of its workers' orphaned descendants.
 pub(crate) fn adopt() -> std::io::Result<()> {
@@ -35,8 +94,9 @@ pub(crate) fn adopt() -> std::io::Result<()> {
 /// leading its group), and reaps those that exited. Only children the manager
 /// adopted are touched: the workers are reaped by the tasks that watch them.
 pub(crate) fn tidy(workers: &HashSet<u32>) {
+    let helpers = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
     for pid in children() {
-        if workers.contains(&pid) {
+        if workers.contains(&pid) || helpers.contains(&pid) {
             continue;
         }
         let Some((state, group)) = state_and_group(pid) else {

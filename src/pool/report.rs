@@ -154,6 +154,22 @@ pub(crate) enum Request {
     Connections(Reply<u64>),
     /// Answered at once: proves the pool's loop is turning (for the watchdog).
     Ping(oneshot::Sender<()>),
+    /// Whether the pool could be carried across a re-exec now: `Busy` with
+    /// the reason if not ([`super::image`]).
+    Steady(Reply<()>),
+    /// Carry the pool and hand it to the re-exec; answered only if the
+    /// re-exec did not happen (`Busy`, or `Failed` with why).
+    Reexec(Exec, Reply<()>),
+}
+
+/// The re-exec itself ([`crate::reexec`]): given the carried pool, it
+/// replaces the process, or returns why it could not.
+pub(crate) struct Exec(pub Box<dyn FnOnce(super::image::CarriedPool) -> String + Send>);
+
+impl fmt::Debug for Exec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Exec")
+    }
 }
 
 /// Requests waiting for the pool; more wait to be sent.

@@ -118,6 +118,21 @@ impl Pool {
                 self.scale(u32::try_from(target).unwrap_or(u32::MAX), reply);
             }
             Request::RestartWorker(id, reply) => self.restart_worker(id, reply),
+            Request::Steady(reply) => {
+                let _ = reply.send(self.carry().map(drop).map_err(RequestError::Busy));
+            }
+            Request::Reexec(exec, reply) => {
+                let carried = match self.carry() {
+                    Ok(carried) => carried,
+                    Err(why) => {
+                        let _ = reply.send(Err(RequestError::Busy(why)));
+                        return;
+                    }
+                };
+                // Returns only if the process was not replaced.
+                let why = (exec.0)(carried);
+                let _ = reply.send(Err(RequestError::Failed(why)));
+            }
         }
     }
 
@@ -344,7 +359,9 @@ impl Pool {
             Request::Reload(reply) | Request::Scale(_, reply) | Request::ScaleBy(_, reply) => {
                 let _ = reply.send(Err(no()));
             }
-            Request::RestartWorker(_, reply) => {
+            Request::RestartWorker(_, reply)
+            | Request::Steady(reply)
+            | Request::Reexec(_, reply) => {
                 let _ = reply.send(Err(no()));
             }
         }

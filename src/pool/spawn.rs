@@ -22,17 +22,24 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
+use std::rc::Rc;
 
 use nix::libc;
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
+use super::child::Child;
+
+use crate::conn::carried::CarriedProtocol;
+use crate::conn::node::{self, Shim};
 use crate::conn::protocol::{
     CHANNEL_FD, NODE_APP_INSTANCE, SOCKHERD_APP, SOCKHERD_HEARTBEAT_USEC, SOCKHERD_WORKER_ID,
 };
-use crate::conn::shared::EXEC_LISTEN;
+use crate::conn::shared::{Shared, EXEC_LISTEN};
 use crate::conn::transport::{End, Protocol};
 use crate::log::stream::Streams;
 
@@ -67,14 +74,75 @@ pub(crate) struct Spec {
     pub protocol: Protocol,
 }
 
+/// What to run, as a re-exec carries it: the app's protocol without what
+/// the next image makes again ([`Spec::adopt`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CarriedSpec {
+    pub app: String,
+    pub program: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+    pub heartbeat_interval: Option<std::time::Duration>,
+    pub protocol: CarriedProtocol,
+}
+
+impl Spec {
+    pub(crate) fn carry(&self) -> CarriedSpec {
+        CarriedSpec {
+            app: self.app.clone(),
+            program: self.program.as_os_str().as_bytes().to_vec(),
+            args: self.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            heartbeat_interval: self.heartbeat_interval,
+            protocol: self.protocol.carry(),
+        }
+    }
+
+    /// The spec an earlier image carried, with this image's Node.js `shim`
+    /// and, under `--policy none`, its `shared` sockets.
+    pub(crate) fn adopt(
+        carried: CarriedSpec,
+        shim: &Rc<Shim>,
+        shared: Option<&Rc<Shared>>,
+    ) -> Result<Spec, String> {
+        let protocol = match (carried.protocol, shared) {
+            (CarriedProtocol::Native, None) => Protocol::Native,
+            (CarriedProtocol::Shared, Some(shared)) => Protocol::Shared(Rc::clone(shared)),
+            (
+                CarriedProtocol::Node {
+                    cluster,
+                    wait_ready,
+                    shutdown_message,
+                    server_data,
+                    sharing,
+                },
+                shared,
+            ) if sharing == shared.is_some() => Protocol::Node(Rc::new(node::App::adopt(
+                cluster,
+                wait_ready,
+                shutdown_message,
+                server_data,
+                Rc::clone(shim),
+                shared.cloned(),
+            ))),
+            _ => return Err("the carried protocol does not match the carried sockets".into()),
+        };
+        Ok(Spec {
+            app: carried.app,
+            program: PathBuf::from(OsString::from_vec(carried.program)),
+            args: carried.args.into_iter().map(OsString::from_vec).collect(),
+            heartbeat_interval: carried.heartbeat_interval,
+            protocol,
+        })
+    }
+}
+
 /// A worker process just started.
 pub(crate) struct Spawned {
     pub child: Child,
-    pub pid: u32,
     /// The manager's end of the worker's channel or notify socket.
     pub channel: End,
-    pub stdout: ChildStdout,
-    pub stderr: ChildStderr,
+    /// The read ends of its stdout and stderr pipes.
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
 /// Finds the program the way `execvp` would, so a missing or non-executable
@@ -169,8 +237,7 @@ pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
     cmd.args(&spec.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
+        .stderr(Stdio::piped());
     for var in STRIPPED {
         cmd.env_remove(var);
     }
@@ -259,23 +326,22 @@ pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn()?;
+    let mut spawned = cmd.spawn()?;
     // The worker has its own copies now.
     drop(wiring.handed);
-    let pid = child
-        .id()
-        .ok_or_else(|| io::Error::other("worker exited before it was seen"))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| io::Error::other("worker stdout missing"))?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| io::Error::other("worker stderr missing"))?;
+    let stdout = spawned.stdout.take().map(OwnedFd::from);
+    let stderr = spawned.stderr.take().map(OwnedFd::from);
+    // Held by a pidfd from here on; the std handle neither waits nor kills
+    // when dropped.
+    let child = Child::adopt(spawned.id()).inspect_err(|_| {
+        let _ = spawned.kill();
+        let _ = spawned.wait();
+    })?;
+    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+        return Err(io::Error::other("worker output pipes missing"));
+    };
     Ok(Spawned {
         child,
-        pid,
         channel: wiring.end,
         stdout,
         stderr,

@@ -88,13 +88,13 @@ pub(crate) struct Pool {
     pub(super) requests: mpsc::Receiver<Request>,
     snapshot: watch::Sender<Snapshot>,
     pub(super) events: broadcast::Sender<Event>,
-    next_serial: u64,
+    pub(super) next_serial: u64,
     pub(super) generation: u32,
     pub(super) replacements: Vec<Replacement>,
     pub(super) reload: Option<Reload>,
     pub(super) scale_waits: Vec<ScaleWait>,
     /// Set once every slot has been ready; from then on fewer is "degraded".
-    was_running: Cell<bool>,
+    pub(super) was_running: Cell<bool>,
     /// A memory sample is under way.
     pub(super) sampling: Cell<bool>,
     pub(super) stopping: bool,

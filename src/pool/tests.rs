@@ -11,7 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::io::{self, IoSliceMut};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::rc::Rc;
@@ -24,6 +24,7 @@ use tokio::task::{spawn_local, JoinHandle, LocalSet};
 use tokio::time::advance;
 
 use super::backoff::Limit;
+use super::image::CarriedWorker;
 use super::launch::{Launch, Launched, WorkerEvent};
 use super::report::{Event, Handle, PoolState, Request, RequestError, Snapshot};
 use super::settings::{Reconfigure, Settings};
@@ -58,6 +59,8 @@ struct Launches {
     failing: Cell<u32>,
     /// The pool's event channel, to play the workers' tasks.
     events: RefCell<Option<mpsc::Sender<WorkerEvent>>>,
+    /// Workers taken up from a carried pool: serial, and the signals sent.
+    adopted: RefCell<Vec<(u64, mpsc::UnboundedReceiver<Signal>)>>,
 }
 
 struct FakeLauncher(Rc<Launches>);
@@ -94,6 +97,35 @@ impl Launch for FakeLauncher {
             route: Rc::new(Route::new(
                 serial,
                 id,
+                Transport::Native(Rc::new(Channel::new(manager)?)),
+            )),
+        })
+    }
+
+    fn adopt(
+        &self,
+        _spec: &Spec,
+        carried: CarriedWorker,
+        events: &mpsc::Sender<WorkerEvent>,
+        _dispatcher: &Dispatcher,
+    ) -> io::Result<Launched> {
+        self.0.events.replace(Some(events.clone()));
+        // SAFETY: the test handed this fd over for the adopted pool alone.
+        let manager = unsafe { OwnedFd::from_raw_fd(carried.transport.fd()) };
+        let (signals, signals_rx) = mpsc::unbounded_channel();
+        self.0
+            .adopted
+            .borrow_mut()
+            .push((carried.serial, signals_rx));
+        Ok(Launched {
+            process: Process {
+                pid: carried.pid,
+                signals,
+                tasks: Vec::new(),
+            },
+            route: Rc::new(Route::new(
+                carried.serial,
+                carried.id,
                 Transport::Native(Rc::new(Channel::new(manager)?)),
             )),
         })
@@ -1096,4 +1128,125 @@ impl Rig {
         nix::sys::socket::shutdown(fake.channel.as_raw_fd(), nix::sys::socket::Shutdown::Read)
             .expect("shutdown");
     }
+}
+
+// ready ──re-exec──► ready (the same processes, in the next image's pool)
+
+/// Carries the pool as a re-exec would; the exec "fails", so the pool
+/// answers, and the carried state comes back to the test.
+async fn carry(rig: &Rig) -> (super::image::CarriedPool, Result<(), RequestError>) {
+    let (carried_tx, carried_rx) = std::sync::mpsc::channel();
+    let exec = super::report::Exec(Box::new(move |carried| {
+        let _ = carried_tx.send(carried);
+        "not replaced: a test".to_owned()
+    }));
+    let mut answer = rig.ask(|reply| Request::Reexec(exec, reply));
+    rig.settle().await;
+    let answer = answered(&mut answer).expect("the pool answered");
+    (
+        carried_rx.try_recv().expect("the pool carried itself"),
+        answer,
+    )
+}
+
+#[test]
+fn a_steady_pool_is_carried_and_taken_up_whole() {
+    test(async {
+        let rig = Rig::start(settings(3)).await;
+        rig.all_ready().await;
+        // Slot 2 crashed once: its history crosses too.
+        rig.exit(rig.latest(2), code(1)).await;
+        rig.wait(Duration::from_secs(1)).await;
+        rig.ready(rig.latest(2)).await;
+        let (socket, _returns) = rig
+            .dispatcher
+            .add_socket("http", crate::sockets::listener::Local::UnixUnnamed);
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            let (conn, client) = channel::pair(SockType::Stream).expect("a connection");
+            assert!(rig.dispatcher.dispatch(conn, &socket).is_ok());
+            clients.push(client);
+        }
+        let mut steady = rig.ask(Request::Steady);
+        rig.settle().await;
+        assert!(matches!(answered(&mut steady), Some(Ok(()))));
+        let before = rig.ask(Request::Status);
+        rig.settle().await;
+        let before = before.await.expect("answered").expect("a status");
+
+        let (carried, answer) = carry(&rig).await;
+        assert_eq!(
+            answer,
+            Err(RequestError::Failed("not replaced: a test".into()))
+        );
+        // Through the image's format, over copies of the channels (the old
+        // pool still holds its own: in a real re-exec it is gone).
+        let mut carried: super::image::CarriedPool =
+            serde_json::from_str(&serde_json::to_string(&carried).expect("JSON"))
+                .expect("read back");
+        for worker in &mut carried.workers {
+            if let crate::conn::carried::Carried::Native { fd, .. } = &mut worker.transport {
+                *fd = nix::unistd::dup(*fd).expect("a copy");
+            }
+        }
+        let launches = Rc::new(Launches::default());
+        let (broken_tx, broken) = mpsc::unbounded_channel();
+        let dispatcher = Rc::new(Dispatcher::new(broken_tx));
+        let (pool, handle) = Pool::adopt(
+            carried,
+            spec("/gen1"),
+            None,
+            Rc::clone(&dispatcher),
+            broken,
+            Box::new(FakeLauncher(Rc::clone(&launches))),
+        )
+        .expect("taken up");
+        let stop = Shutdown::new();
+        let _run = spawn_local(pool.run(stop.token()));
+        rig.settle().await;
+        let (tx, after) = oneshot::channel();
+        handle
+            .requests
+            .try_send(Request::Status(tx))
+            .expect("running");
+        rig.settle().await;
+        let after = after.await.expect("answered").expect("a status");
+        assert_eq!(after, before, "the same workers, counters and restarts");
+        assert!(dispatcher.any_ready());
+        assert_eq!(dispatcher.total(), 5);
+        let snapshot = handle.snapshot.borrow().clone();
+        assert_eq!(
+            (snapshot.state, snapshot.ready, snapshot.restarts),
+            (PoolState::Running, 3, 1)
+        );
+        assert_eq!(launches.adopted.borrow().len(), 3);
+        assert_eq!(
+            launches.started.borrow().len(),
+            0,
+            "nothing new was started"
+        );
+    });
+}
+
+#[test]
+fn a_pool_that_is_not_steady_is_busy_for_a_reexec() {
+    test(async {
+        let rig = Rig::start(settings(2)).await;
+        let mut steady = rig.ask(Request::Steady);
+        rig.settle().await;
+        assert!(
+            matches!(answered(&mut steady), Some(Err(RequestError::Busy(why))) if why.contains("starting")),
+            "workers still starting"
+        );
+        rig.all_ready().await;
+        let _reload = rig.ask(Request::Reload);
+        rig.settle().await;
+        let exec = super::report::Exec(Box::new(|_| panic!("a busy pool is not carried")));
+        let mut answer = rig.ask(|reply| Request::Reexec(exec, reply));
+        rig.settle().await;
+        assert!(
+            matches!(answered(&mut answer), Some(Err(RequestError::Busy(why))) if why.contains("reload")),
+            "a reload under way"
+        );
+    });
 }

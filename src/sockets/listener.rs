@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
@@ -25,6 +25,15 @@ use nix::sys::socket::{
 /// Queue length for sockets we bind ourselves; the kernel caps it at `somaxconn`.
 /// Generous, because this queue is what holds connections while no worker is ready.
 const BACKLOG: i32 = 4096;
+
+/// A listening socket as a re-exec carries it ([`Listener::carry`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CarriedListener {
+    pub fd: RawFd,
+    pub name: String,
+    pub datagram: bool,
+    pub created_path: Option<PathBuf>,
+}
 
 /// One listening socket.
 #[derive(Debug)]
@@ -146,6 +155,37 @@ impl Listener {
             local,
             kind,
             created_path: None,
+        })
+    }
+
+    /// What the next image needs to take this socket over in a re-exec: its
+    /// descriptor (kept open across the exec), name and kind, and the
+    /// socket file it must remove when done, if it created one.
+    pub(crate) fn carry(&self) -> CarriedListener {
+        CarriedListener {
+            fd: self.fd.as_raw_fd(),
+            name: self.name.clone(),
+            datagram: self.kind == Kind::Datagram,
+            created_path: self.created_path.clone(),
+        }
+    }
+
+    /// The socket an earlier image carried.
+    pub(crate) fn adopt(carried: CarriedListener) -> Result<Listener, String> {
+        // SAFETY: the fd was inherited across the exec for this socket alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(carried.fd) };
+        let kind = if carried.datagram {
+            Kind::Datagram
+        } else {
+            Kind::Stream
+        };
+        let local = local_of(&fd).map_err(|e| format!("socket {}: {e}", carried.name))?;
+        Ok(Listener {
+            fd,
+            name: carried.name,
+            local,
+            kind,
+            created_path: carried.created_path,
         })
     }
 

@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nix::libc;
@@ -56,6 +57,9 @@ pub struct Start {
     sockets: Vec<(String, RawFd)>,
     /// Where its stderr goes when not to the harness's log.
     stderr: Option<Stdio>,
+    /// The manager binary, when not the one built for the tests (a copy
+    /// that a test replaces under it).
+    binary: Option<PathBuf>,
 }
 
 impl Start {
@@ -71,6 +75,7 @@ impl Start {
             env: Vec::new(),
             sockets: Vec::new(),
             stderr: None,
+            binary: None,
         }
     }
 
@@ -129,18 +134,25 @@ impl Start {
         self
     }
 
+    /// Runs the manager from `binary` rather than the binary built for the tests.
+    pub fn binary(mut self, binary: &Path) -> Start {
+        self.binary = Some(binary.to_owned());
+        self
+    }
+
     /// Starts it, its stdout and stderr read by the harness.
     pub fn spawn(mut self) -> Manager {
+        let binary = self.binary.clone().unwrap_or_else(|| sockherd().to_owned());
         let mut cmd = match (&self.activator, self.wrapper.split_first()) {
-            (None, None) => Command::new(sockherd()),
+            (None, None) => Command::new(&binary),
             (None, Some((program, args))) => {
                 let mut cmd = Command::new(program);
-                cmd.args(args).arg(sockherd());
+                cmd.args(args).arg(&binary);
                 cmd
             }
             (Some(options), _) => {
                 let mut cmd = Command::new("systemd-socket-activate");
-                cmd.args(options).arg(sockherd());
+                cmd.args(options).arg(&binary);
                 cmd
             }
         };

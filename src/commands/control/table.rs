@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::super::local_time::timestamp;
 use crate::pool::usage;
 
 /// One app, as `status --json` prints it: the interface's properties in
@@ -25,6 +26,11 @@ pub(super) struct AppStatus {
     pub generation: u32,
     /// `GaveUp`, as numbers.
     pub gave_up: Vec<u32>,
+    /// `Version`: the manager's.
+    pub version: String,
+    /// `ImageStartedUsec`: when its running image started (its start, or
+    /// its last re-exec), µs since the Unix epoch.
+    pub image_started_usec: u64,
     /// `ListWorkers`, by id.
     pub processes: Vec<Process>,
 }
@@ -108,6 +114,12 @@ pub(super) fn table(app: &AppStatus) -> String {
     for row in &rows {
         let _ = writeln!(out, "{}", line(row));
     }
+    let _ = writeln!(
+        out,
+        "manager: {}, image started {}",
+        app.version,
+        timestamp(app.image_started_usec)
+    );
     out
 }
 
@@ -186,6 +198,8 @@ mod tests {
             restarts: 0,
             generation: 1,
             gave_up: vec![],
+            version: "0.1.0 (2)".into(),
+            image_started_usec: 0,
             processes: vec![Process {
                 id: 0,
                 pid: 4242,

@@ -69,15 +69,15 @@ pub(crate) struct App {
     /// `shutdown_with_message`) rather than with the stop signal.
     pub shutdown_message: bool,
     /// What every worker loads before the app ([`super::shim`]).
-    shim: Rc<Shim>,
+    pub(super) shim: Rc<Shim>,
     /// Under `--policy none`: the sockets a worker's `listen()` is answered
     /// with, as Node's primary does under `SCHED_NONE`; the worker accepts
     /// (or receives) on them itself.
-    shared: Option<Rc<Shared>>,
+    pub(super) shared: Option<Rc<Shared>>,
     /// The `data` the first worker sent with each server key (an https
     /// server's TLS ticket keys), echoed to every later worker so that all of
     /// them share it, as Node's primary does.
-    server_data: RefCell<HashMap<String, Value>>,
+    pub(super) server_data: RefCell<HashMap<String, Value>>,
 }
 
 /// Server keys whose `data` is remembered; an app has a handful, this bounds

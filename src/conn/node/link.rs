@@ -47,7 +47,7 @@ use crate::conn::socket::Socket;
 pub(super) const MAX_OUTPUT: usize = 1 << 20;
 
 /// Bytes read from the channel at a time (what libuv reads with, too).
-const READ_SIZE: usize = 64 * 1024;
+pub(super) const READ_SIZE: usize = 64 * 1024;
 
 /// Received fds kept waiting for their `NODE_HANDLE` message; Node sends one
 /// per message, so more than this is a broken peer and the extra are closed.

@@ -24,6 +24,7 @@
 //! matching, [`Link`] one worker's channel at run time.
 
 mod app;
+mod carry;
 mod link;
 pub(crate) mod listen;
 mod messages;

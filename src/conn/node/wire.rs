@@ -35,6 +35,11 @@ impl Lines {
     /// Takes the next bytes read and returns the messages they complete, in
     /// order. An error (invalid JSON, a message over [`MAX_MESSAGE`]) means the
     /// peer is broken; the buffer is then in an unspecified state.
+    /// Whether no message is half-way in.
+    pub fn is_empty(&self) -> bool {
+        self.partial.is_empty()
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Value>, String> {
         let mut messages = Vec::new();
         let mut rest = bytes;

@@ -54,6 +54,18 @@ impl Inbox {
         Ok(Inbox { fd, path })
     }
 
+    /// The notify socket an earlier image bound and carried across a re-exec.
+    pub(crate) fn adopt(fd: OwnedFd, path: PathBuf) -> io::Result<Inbox> {
+        // SAFETY: the AsyncFd owns the fd, so it stays open while registered.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(Inbox { fd, path })
+    }
+
+    /// Its descriptor, for a re-exec to carry.
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.get_ref().as_raw_fd()
+    }
+
     /// The path the worker sends to.
     pub(crate) fn path(&self) -> &Path {
         &self.path

@@ -63,6 +63,17 @@ impl Shared {
         })
     }
 
+    /// How many notify sockets were made: a re-exec carries it, so that the
+    /// next image's names do not meet the workers' it took over.
+    pub(crate) fn made(&self) -> u64 {
+        self.next.get()
+    }
+
+    /// Goes on counting from `made`, in a re-exec's next image.
+    pub(crate) fn made_before(&self, made: u64) {
+        self.next.set(made);
+    }
+
     /// The sockets workers share, for logs.
     pub(crate) fn listeners(&self) -> &[Listener] {
         &self.listeners

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::inbox::Inbox;
+use crate::conn::carried::Carried;
 use crate::conn::notice::{Garbage, Notice};
 use crate::conn::peer::Peer;
 
@@ -40,6 +41,14 @@ impl Watch {
             inbox,
             peer,
             malformed: Cell::new((0, None)),
+        }
+    }
+
+    /// Its notify socket, for the next image ([`crate::conn::carried`]).
+    pub(crate) fn carry(&self) -> Carried {
+        Carried::Notify {
+            fd: self.inbox.raw_fd(),
+            path: self.inbox.path().to_owned(),
         }
     }
 
