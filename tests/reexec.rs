@@ -12,7 +12,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
-use serde_json::Value as Json;
 
 use crate::common::load::Load;
 use crate::common::*;
