@@ -546,7 +546,7 @@ cx "$CLI" upgrade app >"$STATE/upgrade-noexec.txt" 2>&1
 rc=$?
 cx chmod 755 /usr/local/bin/sockherd
 check "sockherd upgrade app into a file that is not executable: exit 1 ($(head -1 "$STATE/upgrade-noexec.txt"))" \
-  sh -c 'test "$1" = 1 && grep -qiE "^sockherd: app: .*(executable|permission)" "$2"' sh "$rc" "$STATE/upgrade-noexec.txt"
+  sh -c 'test "$1" = 1 && grep -qiE "^sockherd: (io\.sockherd\.)?app: .*(executable|permission)" "$2"' sh "$rc" "$STATE/upgrade-noexec.txt"
 refused_alike() {
   mgr_str_is Version "$crate_version (e2e-2)" && test "$(mgr_prop ImageStartedUsec)" = "$image_b" &&
     test "$(prop MainPID) $(prop ActiveState)" = "$main_pid active" && test "$(ready_pids)" = "$pids_before"
@@ -561,11 +561,11 @@ cx sh -c 'printf "#!/bin/sh\necho \"this build cannot read state version \$2\" >
 cx "$CLI" upgrade app >"$STATE/upgrade-refused.txt" 2>&1
 rc=$?
 check "sockherd upgrade app into a binary whose __reexec-check refuses: exit 1 ($(head -1 "$STATE/upgrade-refused.txt"))" \
-  sh -c 'test "$1" = 1 && grep -qE "^sockherd: app: " "$2"' sh "$rc" "$STATE/upgrade-refused.txt"
+  sh -c 'test "$1" = 1 && grep -qE "^sockherd: (io\.sockherd\.)?app: .*this build cannot read state version" "$2"' sh "$rc" "$STATE/upgrade-refused.txt"
 check "... the manager keeps serving on its old code (same image, same PID and workers, active)" refused_alike
-check "journal: reexec-failed 'cannot re-execute: …; still serving on $crate_version (e2e-2)' twice, priority 4" \
+check "journal: reexec-failed 'cannot re-execute /usr/local/bin/sockherd: …; still serving on $crate_version (e2e-2)' twice, priority 4" \
   test "$(jqj "select(.SOCKHERD_EVENT == \"reexec-failed\" and .PRIORITY == \"4\"
-                      and (.MESSAGE | test(\"^cannot re-execute: .*; still serving on $crate_version \\\\(e2e-2\\\\)$\")))
+                      and (.MESSAGE | test(\"^cannot re-execute /usr/local/bin/sockherd: .*; still serving on $crate_version \\\\(e2e-2\\\\)$\")))
                | \"x\"" | wc -l)" = $((failed0 + 2))
 
 # (e) During a reload a re-exec is refused (Busy); `sockherd upgrade` retries
