@@ -294,3 +294,44 @@ fn a_reexec_during_a_reload_is_busy() {
     let _ = app.call("Reexec", &[]);
     wait_reexecs(&app, 1);
 }
+
+#[test]
+fn shared_accept_workers_keep_their_notify_sockets_across_reexecs() {
+    let dir = TempDir::new();
+    let gate = dir.path().join("ready");
+    std::fs::write(&gate, "").expect("let the workers start");
+    let web = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a listening socket");
+    let addr = web.local_addr().expect("its address");
+    let server: Vec<std::ffi::OsString> = vec![
+        "python3".into(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/notify_server.py")
+            .into(),
+        gate.into(),
+    ];
+    let mut manager = serve_activated(
+        &[("web", std::os::fd::AsRawFd::as_raw_fd(&web))],
+        &[],
+        &["-w", "2", "--policy", "none"],
+        &server,
+    );
+    manager.wait_ready(2);
+    drop(web);
+    let before = manager.worker_pids();
+    let load = Load::start(addr, "/", 4);
+    load.wait_for_more(100);
+    for n in 1..=3 {
+        manager.signal(Signal::SIGUSR2);
+        manager.wait_events("reexec-done", n);
+        load.wait_for_more(50);
+    }
+    load.stop()
+        .assert_no_failures("shared accept across re-execs");
+    // Their notify sockets crossed: a reload's new workers are heard ready,
+    // and the old ones are asked to stop and go.
+    manager.signal(Signal::SIGHUP);
+    let finished = manager.wait_events("reload-finished", 1);
+    assert!(finished[0].line.contains("ok=true"), "{}", finished[0].line);
+    wait_gone(&before);
+    assert!(manager.stop().success());
+}

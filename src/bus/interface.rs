@@ -188,15 +188,16 @@ impl Manager {
         answer(call, result)
     }
 
-    /// The manager's version: `0.1.0`, or `0.1.0 (LABEL)` for a labelled build.
-    #[zbus(property)]
+    /// The manager's version: `0.1.0`, or `0.1.0 (LABEL)` for a labelled
+    /// build. Constant for an image: a re-exec comes back on a new connection.
+    #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
         reexec::version()
     }
 
     /// When the running image of the manager started (its start, or its
     /// last re-exec), µs since the epoch.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"))]
     fn image_started_usec(&self) -> u64 {
         reexec::image_started_usec()
     }

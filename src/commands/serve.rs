@@ -480,11 +480,16 @@ async fn serve(prepared: Prepared) -> ExitCode {
     for warning in warnings {
         tracing::warn!(event = "worker-privileged", "{warning}");
     }
+    let kept = if adopted.is_some() {
+        ", kept across the re-exec"
+    } else {
+        ""
+    };
     for listener in &listeners {
         tracing::info!(
             socket = %listener.local,
             name = %listener.name,
-            "listening on {} ({})",
+            "listening on {} ({}){kept}",
             listener.shown(),
             listener.name
         );
@@ -521,6 +526,9 @@ async fn serve(prepared: Prepared) -> ExitCode {
     };
     // Held across a re-exec until the handlers were in place: they are now.
     reexec::release_signals();
+    // What serves stops first; what reports on it stops once it has.
+    let serving = Shutdown::new();
+    let reporting = Shutdown::new();
     let (broken_tx, broken_rx) = mpsc::unbounded_channel();
     let dispatcher = Rc::new(Dispatcher::new(broken_tx));
     dispatcher.set_policy(settings.policy);
@@ -529,6 +537,12 @@ async fn serve(prepared: Prepared) -> ExitCode {
             "least-conn with Node.js workers counts hand-offs, not open connections: \
              Node's cluster protocol does not report closes (see docs/policies.md)"
         );
+    }
+    // The sockets are known to dispatch before any worker is: a worker
+    // taken over in a re-exec comes with the sockets it listens on.
+    let carried_listeners = listeners.iter().map(Listener::carry).collect();
+    for listener in listeners {
+        accept::spawn(listener, Rc::clone(&dispatcher), serving.token());
     }
     let (pool, handle) = match adopted {
         None => {
@@ -578,9 +592,6 @@ async fn serve(prepared: Prepared) -> ExitCode {
         }
     };
 
-    // What serves stops first; what reports on it stops once it has.
-    let serving = Shutdown::new();
-    let reporting = Shutdown::new();
     let (reexec, asked) = reexec::channel();
     spawn_local(signals.listen(
         serving.trigger(),
@@ -602,15 +613,12 @@ async fn serve(prepared: Prepared) -> ExitCode {
         binary: own_binary(),
         pool: handle.clone(),
         dispatcher: Rc::clone(&dispatcher),
-        listeners: listeners.iter().map(Listener::carry).collect(),
+        listeners: carried_listeners,
         shared,
         metrics: metrics.as_ref().map(Listener::carry),
         rundir,
     };
     spawn_local(reexec::run(carrier, asked, serving.token()));
-    for listener in listeners {
-        accept::spawn(listener, Rc::clone(&dispatcher), serving.token());
-    }
     if let Some(listener) = metrics {
         spawn_local(metrics::serve(
             listener,

@@ -95,6 +95,17 @@ pub(crate) struct CarriedWorker {
     pub stderr: Option<RawFd>,
 }
 
+/// Why the pool cannot be carried now.
+#[derive(Debug)]
+pub(crate) enum Unready {
+    /// An operation is under way (a reload, a scale, a worker starting or
+    /// draining): it may take minutes, so the re-exec is refused as busy.
+    Busy(String),
+    /// A transport has something in flight, which settles in milliseconds
+    /// once nothing new is dispatched: worth asking again at once.
+    Settling(String),
+}
+
 impl Settings {
     fn carry(&self) -> CarriedSettings {
         CarriedSettings {
@@ -139,32 +150,33 @@ impl Pool {
     /// What the next image needs to take the pool over, if it is steady;
     /// otherwise why not. Events already waiting are taken in first, so
     /// nothing a worker said is lost with this image.
-    pub(super) fn carry(&mut self) -> Result<CarriedPool, String> {
+    pub(super) fn carry(&mut self) -> Result<CarriedPool, Unready> {
         while let Ok(event) = self.worker_events.try_recv() {
             self.on_worker_event(event);
         }
         while let Ok(serial) = self.broken.try_recv() {
             self.on_broken(serial);
         }
+        let busy = |why: &str| Err(Unready::Busy(why.to_owned()));
         if self.stopping {
-            return Err("the manager is stopping".into());
+            return busy("the manager is stopping");
         }
         if self.reload.is_some() {
-            return Err("a reload is under way".into());
+            return busy("a reload is under way");
         }
         if !self.scale_waits.is_empty() {
-            return Err("a scale is under way".into());
+            return busy("a scale is under way");
         }
         if !self.replacements.is_empty() {
-            return Err("a worker is being replaced".into());
+            return busy("a worker is being replaced");
         }
         if let Some(w) = self.workers.values().find(|w| !w.serving()) {
-            return Err(format!(
+            return Err(Unready::Busy(format!(
                 "worker {} (pid {}) is {}",
                 w.id,
                 w.pid,
                 if w.serving() { "ready" } else { w.state.name() }
-            ));
+            )));
         }
         let now = Instant::now();
         let mut workers = Vec::with_capacity(self.workers.len());
@@ -182,7 +194,7 @@ impl Pool {
                 heartbeat_age: w.last_heartbeat.map(|t| now.duration_since(t)),
                 dispatched: w.route.dispatched.get(),
                 closed: w.route.closed.get(),
-                transport: w.route.transport.carry()?,
+                transport: w.route.transport.carry().map_err(Unready::Settling)?,
                 stdout: None,
                 stderr: None,
             });

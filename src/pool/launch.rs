@@ -191,7 +191,11 @@ impl Launch for Processes {
             peer,
             &dispatcher.sockets(),
             &dispatcher.capacity(),
-        )?;
+        )
+        .inspect_err(|_| {
+            // Not taken over, it must not run on unseen: its slot restarts it.
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        })?;
         let route = Rc::new(Route::new(serial, id, transport));
         let tasks = vec![
             spawn_local(watch_process(serial, child, signals_rx, events.clone())),

@@ -155,8 +155,9 @@ pub(crate) enum Request {
     /// Answered at once: proves the pool's loop is turning (for the watchdog).
     Ping(oneshot::Sender<()>),
     /// Whether the pool could be carried across a re-exec now: `Busy` with
-    /// the reason if not ([`super::image`]).
-    Steady(Reply<()>),
+    /// the reason if an operation is under way; `false` while something is
+    /// in flight that settles in a moment ([`super::image`]).
+    Steady(Reply<bool>),
     /// Carry the pool and hand it to the re-exec; answered only if the
     /// re-exec did not happen (`Busy`, or `Failed` with why).
     Reexec(Exec, Reply<()>),

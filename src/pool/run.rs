@@ -13,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::spawn_local;
 use tokio::time::{sleep_until, Instant};
 
+use super::image::Unready;
 use super::launch::WorkerEvent;
 use super::report::{Request, RequestError};
 use super::state::Pool;
@@ -119,12 +120,16 @@ impl Pool {
             }
             Request::RestartWorker(id, reply) => self.restart_worker(id, reply),
             Request::Steady(reply) => {
-                let _ = reply.send(self.carry().map(drop).map_err(RequestError::Busy));
+                let _ = reply.send(match self.carry() {
+                    Ok(_) => Ok(true),
+                    Err(Unready::Settling(_)) => Ok(false),
+                    Err(Unready::Busy(why)) => Err(RequestError::Busy(why)),
+                });
             }
             Request::Reexec(exec, reply) => {
                 let carried = match self.carry() {
                     Ok(carried) => carried,
-                    Err(why) => {
+                    Err(Unready::Busy(why) | Unready::Settling(why)) => {
                         let _ = reply.send(Err(RequestError::Busy(why)));
                         return;
                     }
@@ -359,9 +364,10 @@ impl Pool {
             Request::Reload(reply) | Request::Scale(_, reply) | Request::ScaleBy(_, reply) => {
                 let _ = reply.send(Err(no()));
             }
-            Request::RestartWorker(_, reply)
-            | Request::Steady(reply)
-            | Request::Reexec(_, reply) => {
+            Request::RestartWorker(_, reply) | Request::Reexec(_, reply) => {
+                let _ = reply.send(Err(no()));
+            }
+            Request::Steady(reply) => {
                 let _ = reply.send(Err(no()));
             }
         }

@@ -1169,7 +1169,7 @@ fn a_steady_pool_is_carried_and_taken_up_whole() {
         }
         let mut steady = rig.ask(Request::Steady);
         rig.settle().await;
-        assert!(matches!(answered(&mut steady), Some(Ok(()))));
+        assert!(matches!(answered(&mut steady), Some(Ok(true))));
         let before = rig.ask(Request::Status);
         rig.settle().await;
         let before = before.await.expect("answered").expect("a status");

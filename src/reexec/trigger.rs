@@ -12,7 +12,10 @@
 //! 3. the pool says whether it is steady: a reload, scale, replacement or
 //!    drain under way makes the re-exec *busy* — refused, not queued, since
 //!    the operation may take minutes; the caller retries
-//!    (`sockherd upgrade` does, for a while);
+//!    (`sockherd upgrade` does, for a while). What is merely in flight on a
+//!    worker's channel (a connection a Node.js worker has not answered for
+//!    yet) settles within milliseconds now that nothing new is dispatched,
+//!    and is waited for, up to [`SETTLE_PATIENCE`];
 //! 4. the caller is answered, and given a moment for the answer to leave;
 //! 5. the log thread hands back the workers' pipes, their last lines written;
 //! 6. the pool carries itself and hands its state to the exec
@@ -24,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::check;
 use super::exec::{self, Plan};
@@ -42,6 +46,12 @@ const WAITING: usize = 8;
 
 /// How long the accept loops have to hand over what they hold.
 const PARK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How long what is in flight on the workers' channels has to settle.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(1);
+
+/// How often the pool is asked meanwhile.
+const SETTLE_POLL: Duration = Duration::from_millis(2);
 
 /// How long the caller's answer has to leave before the exec.
 const REPLY_GRACE: Duration = Duration::from_millis(50);
@@ -122,6 +132,26 @@ pub(crate) async fn run(
 }
 
 impl Carrier {
+    /// Waits until the pool is steady and its transports have nothing in
+    /// flight, for up to [`SETTLE_PATIENCE`]; busy at once while an
+    /// operation is under way.
+    async fn settle(&self) -> Result<(), RequestError> {
+        let deadline = Instant::now() + SETTLE_PATIENCE;
+        loop {
+            match self.pool.ask(Request::Steady).await {
+                Ok(true) => return Ok(()),
+                Ok(false) if Instant::now() < deadline => tokio::time::sleep(SETTLE_POLL).await,
+                Ok(false) => {
+                    return Err(RequestError::Busy(format!(
+                        "the workers' channels did not settle within {} ms",
+                        SETTLE_PATIENCE.as_millis()
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// One re-exec. Returns only if it did not happen (or the caller was
     /// answered already and the exec then failed): the answer, if not sent.
     async fn reexec(
@@ -144,7 +174,7 @@ impl Carrier {
                     "the accept loops are still handing connections over".into(),
                 ));
             }
-            self.pool.ask(Request::Steady).await?;
+            self.settle().await?;
             if let Some(answer) = answer.take() {
                 let _ = answer.send(Ok(to.clone()));
                 tokio::time::sleep(REPLY_GRACE).await;
@@ -155,22 +185,31 @@ impl Carrier {
                 .flatten()
                 .ok_or_else(|| RequestError::Failed("the log thread did not answer".into()))?;
             let pipes = Arc::new(Mutex::new(pipes));
-            let plan = Plan {
-                binary: self.binary.clone(),
-                from_version: version(),
-                to_version: to.clone(),
-                asked_usec: asked,
-                listeners: self.listeners.clone(),
-                shared: self
-                    .shared
-                    .as_ref()
-                    .map(|(listeners, shared)| (listeners.clone(), shared.made())),
-                metrics: self.metrics.clone(),
-                rundir: self.rundir.path().to_owned(),
-                pipes: Arc::clone(&pipes),
+            let deadline = Instant::now() + SETTLE_PATIENCE;
+            let failed = loop {
+                let plan = Plan {
+                    binary: self.binary.clone(),
+                    from_version: version(),
+                    to_version: to.clone(),
+                    asked_usec: asked,
+                    listeners: self.listeners.clone(),
+                    shared: self
+                        .shared
+                        .as_ref()
+                        .map(|(listeners, shared)| (listeners.clone(), shared.made())),
+                    metrics: self.metrics.clone(),
+                    rundir: self.rundir.path().to_owned(),
+                    pipes: Arc::clone(&pipes),
+                };
+                let exec = Exec(Box::new(move |pool| exec::exec(plan, pool)));
+                match self.pool.ask(|reply| Request::Reexec(exec, reply)).await {
+                    // Something came in flight meanwhile: once more.
+                    Err(RequestError::Busy(_)) if Instant::now() < deadline => {
+                        tokio::time::sleep(SETTLE_POLL).await;
+                    }
+                    failed => break failed,
+                }
             };
-            let exec = Exec(Box::new(move |pool| exec::exec(plan, pool)));
-            let failed = self.pool.ask(|reply| Request::Reexec(exec, reply)).await;
             exec::give_back(&pipes);
             failed.map(|()| to.clone())
         }

@@ -38,6 +38,7 @@ macro_rules! require_node {
 }
 
 mod apps;
+mod reexec;
 mod shared;
 mod stop;
 

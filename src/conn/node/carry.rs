@@ -108,10 +108,19 @@ impl Link {
         capacity: Rc<Notify>,
     ) -> io::Result<Link> {
         let (servers, seq, ready, shim) = carried;
+        // Under `--policy none` a server's sockets are the shared ones.
+        let known = app.shared().map_or(sockets.len(), |s| s.listeners().len());
+        if let Some((key, _, _)) = servers
+            .iter()
+            .find(|(_, _, s)| s.iter().any(|i| *i >= known))
+        {
+            return Err(io::Error::other(format!(
+                "its server {key} listens on a socket the manager does not have"
+            )));
+        }
         let state = State {
             servers: servers
                 .into_iter()
-                .filter(|(_, _, s)| s.iter().all(|i| *i < sockets.len()))
                 .map(|(key, key_json, sockets)| Server {
                     key,
                     key_json,
