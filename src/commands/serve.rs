@@ -42,7 +42,7 @@ use crate::conn::shared::Shared;
 use crate::conn::transport::Protocol;
 use crate::metrics;
 use crate::pool::backoff::Limit;
-use crate::pool::image::CarriedPool;
+use crate::pool::carried::CarriedPool;
 use crate::pool::launch::Processes;
 use crate::pool::orphans;
 use crate::pool::report::Handle;

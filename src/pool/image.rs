@@ -1,5 +1,6 @@
-//! The pool across a re-exec of the manager ([`crate::reexec`]): what it
-//! hands to the next image, and how the next image takes it up.
+//! The pool across a re-exec of the manager ([`crate::reexec`]): how it
+//! carries itself to the next image ([`super::carried`]), and how the next
+//! image takes it up.
 //!
 //! The pool is carried only when it is steady — no reload, scale,
 //! replacement or drain under way, every worker ready, every transport with
@@ -11,89 +12,22 @@
 //! crash's age, a worker's uptime and its last heartbeat's age.
 
 use std::collections::HashSet;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::backoff::{CarriedHistory, History, Limit};
+use super::backoff::{History, Limit};
+use super::carried::{CarriedPool, CarriedSettings, CarriedSlot, CarriedWorker};
 use super::launch::Launch;
 use super::settings::{Reconfigure, Settings};
-use super::spawn::{CarriedSpec, Spec};
+use super::spawn::Spec;
 use super::state::Pool;
 use super::worker::{Slot, SlotState, State, Worker};
-use crate::conn::carried::Carried;
 use crate::conn::dispatch::Dispatcher;
 use crate::conn::policy::Policy;
-
-/// Everything the pool hands to the next image.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct CarriedPool {
-    /// What the workers run: taken out first by the next image, which
-    /// rebuilds it ([`Spec::adopt`]).
-    pub spec: Option<CarriedSpec>,
-    pub settings: CarriedSettings,
-    pub generation: u32,
-    pub next_serial: u64,
-    pub was_running: bool,
-    pub slots: Vec<CarriedSlot>,
-    pub workers: Vec<CarriedWorker>,
-    /// Connections dispatched since the manager started.
-    pub connections: u64,
-}
-
-/// The pool's settings, as plain values.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct CarriedSettings {
-    pub workers: u32,
-    pub max_workers: u32,
-    pub ready_timeout: Duration,
-    pub kill_timeout: Duration,
-    pub kill_signal: i32,
-    pub max_restarts: u32,
-    pub restart_window: Duration,
-    pub reload_batch: u32,
-    pub policy: String,
-    pub heartbeat_timeout: Option<Duration>,
-    pub max_memory: Option<u64>,
-}
-
-/// One slot.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct CarriedSlot {
-    pub id: u32,
-    /// Filled by the worker of this serial.
-    pub running: Option<u64>,
-    /// Empty, restarting in this long.
-    pub backoff: Option<Duration>,
-    pub history: CarriedHistory,
-    pub generation: u32,
-}
-
-/// One worker process.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct CarriedWorker {
-    pub id: u32,
-    pub serial: u64,
-    pub pid: u32,
-    pub generation: u32,
-    pub uptime: Duration,
-    /// Start time, µs since the Unix epoch.
-    pub started_usec: u64,
-    /// How long ago its last heartbeat came, if one did.
-    pub heartbeat_age: Option<Duration>,
-    pub dispatched: u64,
-    pub closed: u64,
-    pub transport: Carried,
-    /// The read ends of its stdout and stderr pipes, if the log thread still
-    /// read them (filled in by whoever carries the log: [`crate::reexec`]).
-    pub stdout: Option<RawFd>,
-    pub stderr: Option<RawFd>,
-}
 
 /// Why the pool cannot be carried now.
 #[derive(Debug)]

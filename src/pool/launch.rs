@@ -32,8 +32,8 @@ use tokio::sync::mpsc;
 use tokio::task::spawn_local;
 use tokio::time::{Duration, Instant};
 
+use super::carried::CarriedWorker;
 use super::child::Child;
-use super::image::CarriedWorker;
 use super::orphans;
 use super::spawn::{self, Spec};
 use super::usage::Usage;

@@ -22,9 +22,10 @@
 //! workers to and removes them from the dispatch ring.
 
 pub(crate) mod backoff;
+pub(crate) mod carried;
 mod child;
 mod events;
-pub(crate) mod image;
+mod image;
 pub(crate) mod launch;
 pub(crate) mod orphans;
 mod reload;

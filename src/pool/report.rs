@@ -165,7 +165,7 @@ pub(crate) enum Request {
 
 /// The re-exec itself ([`crate::reexec`]): given the carried pool, it
 /// replaces the process, or returns why it could not.
-pub(crate) struct Exec(pub Box<dyn FnOnce(super::image::CarriedPool) -> String + Send>);
+pub(crate) struct Exec(pub Box<dyn FnOnce(super::carried::CarriedPool) -> String + Send>);
 
 impl fmt::Debug for Exec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

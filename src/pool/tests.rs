@@ -24,7 +24,7 @@ use tokio::task::{spawn_local, JoinHandle, LocalSet};
 use tokio::time::advance;
 
 use super::backoff::Limit;
-use super::image::CarriedWorker;
+use super::carried::CarriedWorker;
 use super::launch::{Launch, Launched, WorkerEvent};
 use super::report::{Event, Handle, PoolState, Request, RequestError, Snapshot};
 use super::settings::{Reconfigure, Settings};
@@ -1134,7 +1134,7 @@ impl Rig {
 
 /// Carries the pool as a re-exec would; the exec "fails", so the pool
 /// answers, and the carried state comes back to the test.
-async fn carry(rig: &Rig) -> (super::image::CarriedPool, Result<(), RequestError>) {
+async fn carry(rig: &Rig) -> (super::carried::CarriedPool, Result<(), RequestError>) {
     let (carried_tx, carried_rx) = std::sync::mpsc::channel();
     let exec = super::report::Exec(Box::new(move |carried| {
         let _ = carried_tx.send(carried);
@@ -1181,7 +1181,7 @@ fn a_steady_pool_is_carried_and_taken_up_whole() {
         );
         // Through the image's format, over copies of the channels (the old
         // pool still holds its own: in a real re-exec it is gone).
-        let mut carried: super::image::CarriedPool =
+        let mut carried: super::carried::CarriedPool =
             serde_json::from_str(&serde_json::to_string(&carried).expect("JSON"))
                 .expect("read back");
         for worker in &mut carried.workers {

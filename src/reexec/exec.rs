@@ -21,7 +21,7 @@ use sd_notify::NotifyState;
 
 use super::image::{keep_open, Image, REEXEC_ENV};
 use crate::log::{self, Pipe, Stream};
-use crate::pool::image::CarriedPool;
+use crate::pool::carried::CarriedPool;
 use crate::sockets::listener::CarriedListener;
 
 /// The manager's own variables that described the first start and are

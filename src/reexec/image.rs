@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pool::image::CarriedPool;
+use crate::pool::carried::CarriedPool;
 use crate::sockets::listener::CarriedListener;
 
 /// The version of [`Image`]'s format. A binary reads only its own.
