@@ -75,7 +75,20 @@ fn wait_reexecs(app: &App, n: usize) {
 #[test]
 fn twenty_reexecs_under_load_keep_every_worker_and_drop_nothing() {
     let daemon = Daemon::start();
-    let app = Setup::new("reexec-load", 4).start(&daemon);
+    let metrics_port = free_port();
+    let mut setup = Setup::new("reexec-load", 4);
+    setup.options = vec!["--metrics".into(), format!("127.0.0.1:{metrics_port}")];
+    let app = setup.start(&daemon);
+    let metrics = Addr::Tcp(SocketAddr::from(([127, 0, 0, 1], metrics_port)));
+    let total = || -> u64 {
+        let scrape = get_ok(&metrics, "/metrics").expect("a scrape");
+        scrape
+            .lines()
+            .find(|l| l.starts_with("sockherd_connections_total{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no connection total in {scrape}"))
+    };
     let before = workers(&app);
     let per_worker_before: Vec<u64> = app.workers().iter().map(|w| w.connections).collect();
     let manager_pid = app.pid();
@@ -83,6 +96,7 @@ fn twenty_reexecs_under_load_keep_every_worker_and_drop_nothing() {
     let load = Load::start(addr, "/", 8);
     load.wait_for_more(200);
     let connections_before = app.property("Connections").as_u64().unwrap_or(0);
+    let scraped_before = total();
     for n in 1..=20 {
         app.signal(Signal::SIGUSR2);
         wait_reexecs(&app, n);
@@ -98,6 +112,10 @@ fn twenty_reexecs_under_load_keep_every_worker_and_drop_nothing() {
         connections >= tally.ok && connections > connections_before,
         "the total went on: {connections_before} before, {connections} after {} requests",
         tally.ok
+    );
+    assert!(
+        total() >= connections,
+        "the metrics socket crossed, its total going on from {scraped_before}"
     );
     let mut per_worker: Vec<_> = app.workers();
     per_worker.sort_by_key(|w| w.id);
@@ -244,7 +262,13 @@ fn a_binary_that_cannot_take_over_is_refused_and_the_old_code_serves_on() {
         "{said}"
     );
 
+    // Not everyone may ask: it is privileged like Scale.
     install(&binary, None);
+    let denied = app.send(true, "Reexec", &[]).expect_err("nobody may not");
+    assert!(
+        denied.contains("io.sockherd.Error.AccessDenied"),
+        "{denied}"
+    );
     let failed = app.events("reexec-failed");
     assert_eq!(failed.len(), 2, "one warning each");
     assert!(
