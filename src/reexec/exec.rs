@@ -142,7 +142,10 @@ fn replace(
             .map_err(|_| "unreachable: a number holds no NUL".to_owned())?,
     );
     let fds = image.fds();
-    keep_open(&fds, true).map_err(|e| format!("cannot keep the descriptors open: {e}"))?;
+    if let Err(e) = keep_open(&fds, true) {
+        let _ = keep_open(&fds, false);
+        return Err(format!("cannot keep the descriptors open: {e}"));
+    }
     let mut old_mask = SigSet::empty();
     let _ = nix::sys::signal::pthread_sigmask(
         SigmaskHow::SIG_BLOCK,

@@ -84,7 +84,8 @@ impl Image {
     /// started by a re-exec; the variable is removed, so no worker sees it.
     pub(crate) fn take() -> Option<Result<Image, String>> {
         let value = std::env::var_os(REEXEC_ENV)?;
-        // SAFETY: single-threaded still: logging and the runtime start later.
+        // SAFETY: no other thread runs yet: the runtime is a current-thread
+        // one that has run nothing, and the log thread starts later.
         unsafe { std::env::remove_var(REEXEC_ENV) };
         let fd: RawFd = match value.to_str().and_then(|v| v.parse().ok()) {
             Some(fd) if fd > 2 => fd,
