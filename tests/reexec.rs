@@ -248,7 +248,7 @@ fn a_binary_that_cannot_take_over_is_refused_and_the_old_code_serves_on() {
     std::fs::rename(binary.with_extension("new"), &binary).expect("rename");
     let said = upgrade();
     assert!(
-        said.starts_with("sockherd: io.sockherd.reexec_refused: ")
+        said.starts_with("sockherd: reexec-refused: ")
             && said
                 .contains("refused to take over: sockherd 9.9.9: cannot take over state version 1"),
         "{said}"

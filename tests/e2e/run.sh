@@ -281,7 +281,10 @@ check "sockherd logs of an app with no journal entries says it does not log ther
 since_bad() { cx sockherd logs app --since "not a time" >/dev/null 2>&1; test $? = 2; }
 check "sockherd logs --since garbage is bad input (exit 2)" since_bad
 # Follows worker 2 while it crashes (below): its exit and restart appear as they happen.
-cx timeout 60 sockherd logs app --worker 2 -f -n 0 >"$STATE/logs-follow.txt" 2>&1 &
+# From a time before the crash rather than `-n 0`: journalctl may seek to the
+# journal's end a moment after it started, and what came in between is missed.
+follow_since=$(cx date '+%Y-%m-%d %H:%M:%S')
+cx timeout 60 sockherd logs app --worker 2 -f --since "$follow_since" >"$STATE/logs-follow.txt" 2>&1 &
 follow=$!
 follow_ready() { cx sh -c 'pgrep -f "journalctl .*SYSLOG_IDENTIFIER=app/2" >/dev/null'; }
 eventually follow_ready

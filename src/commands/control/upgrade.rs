@@ -20,8 +20,11 @@ use crate::print::{errln, outln};
 /// How long a busy manager is asked again, and a re-executing one waited for.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// How often.
-const POLL: Duration = Duration::from_millis(100);
+/// How often a re-executing manager is looked for.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How often a busy one is asked again.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
 
 pub(super) async fn run(args: UpgradeArgs) -> Result<ExitCode, String> {
     let client = Client::connect(&args.target).await?;
@@ -38,7 +41,9 @@ pub(super) async fn run(args: UpgradeArgs) -> Result<ExitCode, String> {
         match upgrade(&client, &name).await {
             Ok((app, line)) => outln!("{app}: {line}")?,
             Err(e) => {
-                errln!("sockherd: {name}: {e}");
+                // As the user named it, or as the bus knows it.
+                let shown = args.app.as_deref().unwrap_or(&name);
+                errln!("sockherd: {shown}: {e}");
                 code = ExitCode::FAILURE;
             }
         }
@@ -60,7 +65,7 @@ async fn upgrade(client: &Client, name: &str) -> Result<(String, String), String
         match manager.reexec().await {
             Ok(_) => break,
             Err(Error::Busy(_)) if start.elapsed() < PATIENCE => {
-                tokio::time::sleep(POLL * 5).await;
+                tokio::time::sleep(BUSY_RETRY).await;
             }
             // The connection closed under the call: the exec went first.
             Err(Error::ZBus(zbus::Error::InputOutput(_) | zbus::Error::MethodError(..)))
