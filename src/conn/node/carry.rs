@@ -14,12 +14,10 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::Notify;
 
 use super::app::{App, Mode};
-use super::link::{Link, Server, State, READ_SIZE};
+use super::link::{Link, Server, State};
 use super::shim::Shim;
 use crate::conn::carried::{Carried, CarriedProtocol, CarriedServers};
 use crate::conn::peer::Peer;
@@ -132,20 +130,6 @@ impl Link {
             shim,
             ..State::default()
         };
-        // SAFETY: the AsyncFd owns the fd, so it stays open while registered.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-                .map_err(io::Error::from)?;
-        Ok(Link {
-            fd,
-            app,
-            id: peer.id,
-            pid: peer.pid,
-            sockets,
-            capacity,
-            kick: Notify::new(),
-            buffer: RefCell::new(vec![0; READ_SIZE]),
-            state: RefCell::new(state),
-        })
+        Link::with_state(app, fd, peer, sockets, capacity, state)
     }
 }

@@ -47,7 +47,7 @@ use crate::conn::socket::Socket;
 pub(super) const MAX_OUTPUT: usize = 1 << 20;
 
 /// Bytes read from the channel at a time (what libuv reads with, too).
-pub(super) const READ_SIZE: usize = 64 * 1024;
+const READ_SIZE: usize = 64 * 1024;
 
 /// Received fds kept waiting for their `NODE_HANDLE` message; Node sends one
 /// per message, so more than this is a broken peer and the extra are closed.
@@ -196,6 +196,19 @@ impl Link {
                 ..Notice::default()
             });
         }
+        Link::with_state(app, fd, peer, sockets, capacity, state)
+    }
+
+    /// A link over `fd` that starts from `state`: a new worker's, or one an
+    /// earlier image of the manager carried ([`super::carry`]).
+    pub(super) fn with_state(
+        app: Rc<App>,
+        fd: OwnedFd,
+        peer: Peer,
+        sockets: Vec<Rc<Socket>>,
+        capacity: Rc<Notify>,
+        state: State,
+    ) -> io::Result<Link> {
         // SAFETY: the AsyncFd owns the fd, so it stays open while registered.
         let fd =
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
