@@ -37,7 +37,8 @@
 //! ([`metrics`]). Logs go to the journal with per-worker fields ([`log`]).
 //!
 //! SIGHUP, `systemctl reload` or D-Bus `Reload` roll the workers over, new
-//! before old. SIGTERM or SIGINT ([`signals`], [`shutdown`]): stop accepting,
+//! before old. SIGUSR2, `sockherd upgrade` or D-Bus `Reexec` replace the
+//! manager's own code and keep everything else ([`reexec`]). SIGTERM or SIGINT ([`signals`], [`shutdown`]): stop accepting,
 //! drain every worker in parallel, kill what is left at the kill timeout,
 //! exit 0. If every
 //! slot gave up, the manager exits non-zero so systemd's restart policy takes

@@ -11,6 +11,9 @@
 //! [`stats`]; the manager's copies of what it handed over are closed
 //! together ([`close`]).
 //!
+//! For a re-exec of the manager the accept loops park ([`pause`]) and each
+//! transport says what it carries to the next image ([`carried`]).
+//!
 //! Nothing here owns a worker: the pool ([`crate::pool`]) adds workers to the
 //! dispatch ring when they are ready and removes them when they go.
 

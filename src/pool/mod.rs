@@ -17,8 +17,10 @@
 //! gives it up ([`backoff`]).
 //!
 //! Workers are started by a [`launch::Launch`]: real processes ([`spawn`],
-//! their output forwarded to the log), or nothing at all in the pool's own
-//! unit tests. The accept loops never go through here: the pool only adds
+//! held by pidfds, [`child`], their output forwarded to the log), or nothing
+//! at all in the pool's own unit tests. A steady pool can carry itself
+//! across a re-exec of the manager ([`image`], [`carried`]): the next image
+//! takes up the same processes through the same launcher. The accept loops never go through here: the pool only adds
 //! workers to and removes them from the dispatch ring.
 
 pub(crate) mod backoff;
