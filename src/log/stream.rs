@@ -11,8 +11,12 @@
 //! the app's, and `SYSLOG_IDENTIFIER=app/ID` names the worker
 //! (`journalctl -u app -t app/3`). The header is followed by an empty line:
 //! journald logs nothing for it, but reading it makes journald look the
-//! worker up while it surely runs, so the lines of a worker that dies at
-//! once (a crash at start) are still filed under the app's unit.
+//! worker up (its cgroup, hence its unit), and the worker does not exec
+//! until journald has read it (a bounded wait): so it is looked up while it
+//! surely runs, and the lines of a worker that dies at once (a crash at
+//! start) are still filed under the app's unit. Without that wait, a worker
+//! that crashed and was reaped before journald came to its stream had its
+//! lines filed under no unit.
 //!
 //! Back-pressure is the socket's: when journald lags, the worker's writes
 //! wait; nothing is dropped on the way (journald's own rate limit aside,
@@ -36,6 +40,9 @@ pub(crate) const SOCKET: &str = "/run/systemd/journal/stdout";
 
 /// The send buffer asked for, as systemd asks for its services' streams.
 const SEND_BUFFER: libc::c_int = 8 << 20;
+
+/// How long a new worker waits for journald to read its streams' headers, ms.
+const HEADER_PATIENCE_MS: u32 = 250;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -106,19 +113,25 @@ impl Streams {
     /// For the forked child between fork and exec: it makes only
     /// async-signal-safe calls and allocates nothing.
     pub(crate) unsafe fn connect_in_child(&self) {
-        self.connect_one(&self.stdout, libc::STDOUT_FILENO);
-        self.connect_one(&self.stderr, libc::STDERR_FILENO);
+        let stdout = self.connect_one(&self.stdout, libc::STDOUT_FILENO);
+        let stderr = self.connect_one(&self.stderr, libc::STDERR_FILENO);
+        for (connected, fd) in [(stdout, libc::STDOUT_FILENO), (stderr, libc::STDERR_FILENO)] {
+            if connected {
+                wait_read(fd);
+            }
+        }
     }
 
-    unsafe fn connect_one(&self, header: &[u8], target: libc::c_int) {
+    /// Connects one stream and puts it at `target`; whether it did.
+    unsafe fn connect_one(&self, header: &[u8], target: libc::c_int) -> bool {
         let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
-            return;
+            return false;
         }
         let address = std::ptr::addr_of!(self.address).cast::<libc::sockaddr>();
         if libc::connect(fd, address, self.address_len) < 0 {
             libc::close(fd);
-            return;
+            return false;
         }
         libc::shutdown(fd, libc::SHUT_RD);
         let size = SEND_BUFFER;
@@ -137,12 +150,35 @@ impl Streams {
             }
             if n <= 0 {
                 libc::close(fd);
-                return;
+                return false;
             }
             sent += n as usize;
         }
-        libc::dup2(fd, target);
+        let placed = libc::dup2(fd, target) == target;
         libc::close(fd);
+        placed
+    }
+}
+
+/// Waits until journald has read what was written to stream `fd` (the
+/// header and the empty line, so it has looked the worker up while it
+/// surely runs), for at most [`HEADER_PATIENCE_MS`]: a journald that lags
+/// delays a worker's start that long, no longer.
+///
+/// # Safety
+///
+/// Async-signal-safe (ioctl, nanosleep): for the child between fork and exec.
+unsafe fn wait_read(fd: libc::c_int) {
+    let tick = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    for _ in 0..HEADER_PATIENCE_MS {
+        let mut unread: libc::c_int = 0;
+        if libc::ioctl(fd, libc::TIOCOUTQ, &mut unread) < 0 || unread == 0 {
+            return;
+        }
+        libc::nanosleep(&tick, std::ptr::null_mut());
     }
 }
 

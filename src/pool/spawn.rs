@@ -266,7 +266,8 @@ pub(crate) fn spawn(spec: &Spec, id: u32) -> io::Result<Spawned> {
     let streams = Streams::prepare(&spec.app, id);
     // SAFETY: the closure runs in the forked child before exec and calls only
     // async-signal-safe functions (fcntl, dup2, close_range, getrlimit, setpgid,
-    // prctl, getppid, _exit; socket, connect, write for the journal streams).
+    // prctl, getppid, _exit; socket, connect, write, ioctl, nanosleep for the
+    // journal streams).
     unsafe {
         cmd.pre_exec(move || {
             // Park every fd above the targets first, so that putting one at
