@@ -119,47 +119,19 @@ impl Launch for Processes {
         dispatcher: &Dispatcher,
     ) -> io::Result<Launched> {
         let spawned = spawn::spawn(spec, id)?;
-        let pid = spawned.child.pid();
-        let (signals, signals_rx) = mpsc::unbounded_channel();
-        let peer = Peer {
-            id,
-            pid,
-            signals: signals.clone(),
-        };
-        let transport = Transport::open(
-            &spec.protocol,
-            spawned.channel,
-            peer,
-            &dispatcher.sockets(),
-            &dispatcher.capacity(),
-        )
-        .inspect_err(|_| {
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        })?;
-        let route = Rc::new(Route::new(serial, id, transport));
-        let tasks = vec![
-            spawn_local(watch_process(
-                serial,
-                spawned.child,
-                signals_rx,
-                events.clone(),
-            )),
-            spawn_local(read_channel((id, pid), Rc::clone(&route), events.clone())),
+        let pipes = [
+            Some((spawned.stdout, Stream::Stdout)),
+            Some((spawned.stderr, Stream::Stderr)),
         ];
-        // Off the event loop: read by the log thread until their end.
-        for (pipe, stream) in [
-            (spawned.stdout, Stream::Stdout),
-            (spawned.stderr, Stream::Stderr),
-        ] {
-            log::forward(pipe, stream, id, pid);
-        }
-        Ok(Launched {
-            process: Process {
-                pid,
-                signals,
-                tasks,
-            },
-            route,
+        let channel = spawned.channel;
+        watch(serial, id, spawned.child, pipes, events, |peer| {
+            Transport::open(
+                &spec.protocol,
+                channel,
+                peer,
+                &dispatcher.sockets(),
+                &dispatcher.capacity(),
+            )
         })
     }
 
@@ -170,7 +142,6 @@ impl Launch for Processes {
         events: &mpsc::Sender<WorkerEvent>,
         dispatcher: &Dispatcher,
     ) -> io::Result<Launched> {
-        let (id, pid, serial) = (carried.id, carried.pid, carried.serial);
         // SAFETY: the descriptors were inherited across the exec for this
         // worker alone; nothing else in this image owns them.
         let pipes = [
@@ -178,45 +149,64 @@ impl Launch for Processes {
             (carried.stderr, Stream::Stderr),
         ]
         .map(|(fd, stream)| fd.map(|fd| (unsafe { OwnedFd::from_raw_fd(fd) }, stream)));
-        let child = Child::adopt(pid)?;
-        let (signals, signals_rx) = mpsc::unbounded_channel();
-        let peer = Peer {
-            id,
-            pid,
-            signals: signals.clone(),
-        };
-        let transport = Transport::adopt(
-            &spec.protocol,
-            carried.transport,
-            peer,
-            &dispatcher.sockets(),
-            &dispatcher.capacity(),
-        )
-        .inspect_err(|_| {
-            // Not taken over, it must not run on unseen: its slot restarts it.
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        })?;
-        let route = Rc::new(Route::new(serial, id, transport));
-        let tasks = vec![
-            spawn_local(watch_process(serial, child, signals_rx, events.clone())),
-            spawn_local(read_channel((id, pid), Rc::clone(&route), events.clone())),
-        ];
-        for (fd, stream) in pipes.into_iter().flatten() {
-            log::forward(fd, stream, id, pid);
-        }
-        Ok(Launched {
-            process: Process {
-                pid,
-                signals,
-                tasks,
-            },
-            route,
+        let child = Child::adopt(carried.pid)?;
+        let transport = carried.transport;
+        watch(carried.serial, carried.id, child, pipes, events, |peer| {
+            Transport::adopt(
+                &spec.protocol,
+                transport,
+                peer,
+                &dispatcher.sockets(),
+                &dispatcher.capacity(),
+            )
         })
     }
 
     fn tidy(&self, workers: &HashSet<u32>) {
         orphans::tidy(workers);
     }
+}
+
+/// Wires up worker `id` (process `serial`), started or taken over: its
+/// transport, made by `transport` for the worker as a [`Peer`]; the tasks
+/// that reap it and read its channel; its output `pipes`, handed to the log
+/// thread. A worker whose transport cannot be made is killed (its slot
+/// restarts it): it must not run on unseen.
+fn watch(
+    serial: u64,
+    id: u32,
+    child: Child,
+    pipes: [Option<(OwnedFd, Stream)>; 2],
+    events: &mpsc::Sender<WorkerEvent>,
+    transport: impl FnOnce(Peer) -> io::Result<Transport>,
+) -> io::Result<Launched> {
+    let pid = child.pid();
+    let (signals, signals_rx) = mpsc::unbounded_channel();
+    let peer = Peer {
+        id,
+        pid,
+        signals: signals.clone(),
+    };
+    let transport = transport(peer).inspect_err(|_| {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    })?;
+    let route = Rc::new(Route::new(serial, id, transport));
+    let tasks = vec![
+        spawn_local(watch_process(serial, child, signals_rx, events.clone())),
+        spawn_local(read_channel((id, pid), Rc::clone(&route), events.clone())),
+    ];
+    // Off the event loop: read by the log thread until their end.
+    for (pipe, stream) in pipes.into_iter().flatten() {
+        log::forward(pipe, stream, id, pid);
+    }
+    Ok(Launched {
+        process: Process {
+            pid,
+            signals,
+            tasks,
+        },
+        route,
+    })
 }
 
 /// Owns the child: reaps it, and delivers signals to its process group only
